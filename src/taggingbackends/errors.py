@@ -1,0 +1,44 @@
+"""Exceptions that carry a one-line, user-facing message.
+
+Every error raised because of a user's file derives from :class:`TaggingError`
+and names the file and the problem, so the command line can print
+``error: <file>: <problem>`` without a traceback (unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class TaggingError(Exception):
+    """Base class of errors caused by user input (files, options)."""
+
+
+class FormatError(TaggingError):
+    """A file cannot be read: wrong format, truncated, inconsistent content.
+
+    ``path`` is the offending file and ``problem`` a short phrase saying what is
+    wrong; ``str(err)`` is ``"<path>: <problem>"``.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        self.path = Path(path) if path is not None else None
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+class UnknownFormatError(FormatError):
+    """No registered reader recognises the file."""
+
+
+class ValidationError(TaggingError):
+    """In-memory data violate the data model (shapes, times, values)."""
+
+
+class DependencyError(FormatError):
+    """A `.label` file's dependency is missing or its SHA-1 differs."""
+
+
+class OutputExistsError(TaggingError):
+    """Refusing to overwrite an existing output file without an explicit flag."""

@@ -1,0 +1,15 @@
+"""PLACEHOLDER: being written in this session; replaced before commit."""
+from pathlib import Path
+from .registry import FormatSpec
+
+
+def _never(path: Path) -> bool:
+    return False
+
+
+def _unavailable(path, **options):
+    raise NotImplementedError("labelfile reader not written yet")
+
+
+SPEC = FormatSpec(name="labelfile", description="(pending)", suffixes=(), detection="(pending)",
+                  is_format=_never, read=_unavailable)
