@@ -39,9 +39,9 @@ TRX_FLAGS = tuple(f"{action}{suffix}" for action in ("back", "cast", "hunch", "r
 def t15_like_run(n_larvae: int, n_steps: int, seed: int = 0) -> Run:
     """Random but plausible geometry at t15 size: what matters here is the size."""
     rng = np.random.default_rng(seed)
+    # every track gets 20 steps, the rest is shared out at random (exact total)
     weights = rng.gamma(1.0, size=n_larvae)
-    lengths = np.maximum(20, np.round(weights / weights.sum() * n_steps)).astype(int)
-    lengths[-1] += n_steps - lengths.sum()
+    lengths = 20 + rng.multinomial(n_steps - 20 * n_larvae, weights / weights.sum())
     times, spines, outlines, tags = [], [], [], []
     for n in lengths:
         t0 = rng.uniform(3.675, 60.0)

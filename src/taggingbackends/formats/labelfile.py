@@ -46,6 +46,9 @@ def read_label(path: Path, *, verify: bool = True, run: str | None = None, **opt
     if not candidates:
         missing = ", ".join(d["filename"] for d in labels.dependencies)
         raise FormatError(path, f"tracking dependency not found beside the label file: {missing}")
+    camera = labels.metadata.get("camera")
+    if isinstance(camera, dict) and camera.get("framerate") and "framerate" not in options:
+        options["framerate"] = float(camera["framerate"])  # SPEC §4.4: the label's camera wins
     tracking = load(_tracking_source(candidates), **options)
     tags, names = labels.tag_matrix(tracking)
     tagged = tracking.with_tags(tags, names)
