@@ -6,6 +6,7 @@ and exit with status 1 (2 for usage errors); ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import platform
 import sys
@@ -213,21 +214,34 @@ def simulate(
     frame_rate: float = typer.Option(11.0, "--frame-rate", min=1.0, help="Nominal frame rate in Hz."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same files)."),
     to: str = typer.Option("chore", "--format", "-f", help="Tracking format: chore, trxmat, fimtrack, schleyer."),
+    frame_jitter: Optional[float] = typer.Option(
+        None, "--frame-jitter", min=0.0,
+        help="Relative s.d. of frame intervals (default 0.06; 0 for fimtrack/schleyer, "
+             "which store frame numbers)."),
+    tail_first: bool = typer.Option(False, "--tail-first", help="Store spines tail to head."),
+    balanced: bool = typer.Option(False, "--balanced",
+                                  help="Oversample rare behaviours (roughly equal shares)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
 ) -> None:
     """Generate synthetic larva tracks with per-step ground-truth behaviour labels.
 
     Writes a tracking file in the chosen format plus `groundtruth.label` (its dependency).
+    The behaviour models are described in docs/simulation.md.
     Example: tagging-backend simulate demo --larvae 10 --duration 30 --format trxmat
     """
-    from .simulate import SimulationConfig
+    from .simulate import SimulationConfig, balanced_weights
     from .simulate import simulate as run_simulation
 
     if to not in _SIMULATE_SUFFIX:
         raise typer.BadParameter(f"unknown format {to!r}; choose from {', '.join(_SIMULATE_SUFFIX)}",
                                  param_hint="--format")
-    result = run_simulation(SimulationConfig(n_larvae=larvae, duration=duration,
-                                             frame_rate=frame_rate, seed=seed))
+    if frame_jitter is None:
+        frame_jitter = 0.0 if to in ("fimtrack", "schleyer") else 0.06
+    config = SimulationConfig(n_larvae=larvae, duration=duration, frame_rate=frame_rate, seed=seed,
+                              frame_jitter=frame_jitter, head_first=not tail_first)
+    if balanced:
+        config = dataclasses.replace(config, behaviour_weights=balanced_weights(config))
+    result = run_simulation(config)
     paths = write_simulation(result, output_dir, to, overwrite=overwrite)
     say(f"wrote {', '.join(str(p) for p in paths)} ({result.run.n_tracks} larvae, "
         f"{result.run.n_steps} steps)")
@@ -242,8 +256,8 @@ def write_simulation(result, output_dir: Path, to: str, *, overwrite: bool = Fal
     label_path = output_dir / "groundtruth.label"
     if to == "chore":
         tracking_path = output_dir / f"{run.id}@sim@sim@sim@sim#n#n#n@100.spine"
-    elif to == "schleyer":
-        tracking_path = output_dir / "tracks"
+    elif to == "schleyer":  # the directory name is the run id when read back
+        tracking_path = output_dir / run.id
     else:
         tracking_path = output_dir / _SIMULATE_SUFFIX[to]
     for path in (label_path, tracking_path):

@@ -17,6 +17,8 @@ from ..errors import FormatError
 from .registry import FormatSpec
 
 _HEAD_BYTES = 4096
+# formats that store frame numbers, whose timestamps depend on a frame rate
+_FRAME_NUMBER_FORMATS = ("fimtrack", "schleyer")
 
 
 def is_label(path: Path) -> bool:
@@ -36,7 +38,7 @@ def read_label(path: Path, *, verify: bool = True, run: str | None = None, **opt
 
     Extra ``options`` go to the dependency's reader (e.g. ``framerate``).
     """
-    from . import load  # the registry, resolved lazily (this module is part of it)
+    from . import detect, load  # the registry, resolved lazily (this module is part of it)
 
     labels = Labels.load(path, verify=verify, run=run)
     candidates = [p for p in labels.dependency_paths()
@@ -46,10 +48,12 @@ def read_label(path: Path, *, verify: bool = True, run: str | None = None, **opt
     if not candidates:
         missing = ", ".join(d["filename"] for d in labels.dependencies)
         raise FormatError(path, f"tracking dependency not found beside the label file: {missing}")
+    source = _tracking_source(candidates)
     camera = labels.metadata.get("camera")
-    if isinstance(camera, dict) and camera.get("framerate") and "framerate" not in options:
+    if (isinstance(camera, dict) and camera.get("framerate") and "framerate" not in options
+            and detect(source).name in _FRAME_NUMBER_FORMATS):
         options["framerate"] = float(camera["framerate"])  # SPEC §4.4: the label's camera wins
-    tracking = load(_tracking_source(candidates), **options)
+    tracking = load(source, **options)
     tags, names = labels.tag_matrix(tracking)
     tagged = tracking.with_tags(tags, names)
     tagged.metadata = {**tracking.metadata, **{k: v for k, v in labels.metadata.items() if k != "id"}}
