@@ -42,3 +42,9 @@ class DependencyError(FormatError):
 
 class OutputExistsError(TaggingError):
     """Refusing to overwrite an existing output file without an explicit flag."""
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name if empty), shortened."""
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:limit]

@@ -15,10 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
-
 from ..data.tracks import Run
-from ..errors import FormatError, TaggingError, UnknownFormatError, ValidationError
+from ..errors import FormatError, TaggingError, UnknownFormatError, one_line
 from .registry import FormatSpec, as_path, formats, get_format, register
 
 __all__ = ["FormatSpec", "load", "save", "detect", "formats", "get_format", "register"]
@@ -70,7 +68,7 @@ def load(path: str | os.PathLike, format: str = "auto", **options) -> Run:
             raise
         raise FormatError(path, str(err)) from err
     except (OSError, ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as err:
-        raise FormatError(path, f"cannot be read as {spec.name}: {_one_line(err)}") from err
+        raise FormatError(path, f"cannot be read as {spec.name}: {one_line(err)}") from err
 
 
 def save(run: Run, path: str | os.PathLike, format: str | None = None, **options) -> None:
@@ -88,11 +86,6 @@ def _format_for_suffix(path: Path) -> FormatSpec:
         if spec.write is not None and any(name.endswith(s) for s in spec.suffixes):
             return spec
     raise ValueError(f"{path}: cannot tell the output format from the suffix; pass format=")
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:300]
 
 
 _register_builtin()

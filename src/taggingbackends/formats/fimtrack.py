@@ -61,6 +61,7 @@ from ..data.tracks import Run, outline_vertex_counts
 from ..errors import FormatError, TaggingError
 from ..fileio import atomic_path
 from .registry import FormatSpec, as_path
+from .textio import read_text_bytes
 
 __all__ = ["is_fimtrack", "read_fimtrack", "write_fimtrack", "fimtrack_outline", "SPEC"]
 
@@ -93,25 +94,7 @@ def is_fimtrack(path: str | os.PathLike) -> bool:
 
 # ------------------------------------------------------------------- reading
 def _read_text(path: Path) -> str:
-    if path.is_dir():
-        raise FormatError(path, "is a directory, expected a FIMTrack table.csv file")
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise FormatError(path, f"cannot be read: {err.strerror or err}") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise FormatError(path, "is UTF-16 text; FIMTrack tables are ASCII/UTF-8")
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    if not data or data.isspace():
-        raise FormatError(path, "is empty")
-    if b"\x00" in data:
-        raise FormatError(path, "contains binary data (NUL bytes), not a FIMTrack table")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise FormatError(path, f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
-                                f"{err.start})") from None
+    text = read_text_bytes(path, "a FIMTrack table.csv file").decode("utf-8")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if '"' in text:

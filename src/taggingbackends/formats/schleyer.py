@@ -68,6 +68,7 @@ from ..data.tracks import Run, outline_vertex_counts
 from ..errors import FormatError, OutputExistsError, ValidationError
 from ..fileio import atomic_path
 from .registry import FormatSpec, as_path
+from .textio import read_text_bytes
 
 N_COLUMNS = 78
 N_MIDLINE = 12
@@ -198,21 +199,7 @@ def read_schleyer(path: str | Path, *, framerate: float | None = None, collision
 
 def parse_csv(path: Path) -> np.ndarray:
     """The ``(n_rows, 78)`` float64 table of one file (empty fields are NaN)."""
-    try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise FormatError(path, "is a directory, expected a CSV file") from None
-    except OSError as err:
-        raise FormatError(path, f"cannot be opened: {err.strerror or err}") from err
-    if not data.strip():
-        raise FormatError(path, "is empty")
-    if b"\x00" in data[:_HEAD_BYTES]:
-        raise FormatError(path, "is binary or UTF-16/32 text, expected an ASCII CSV file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise FormatError(path, f"is not ASCII/UTF-8 text (byte 0x{data[err.start]:02x} at offset "
-                                f"{err.start})") from None
+    text = read_text_bytes(path, "a Schleyer tracker CSV file").decode("utf-8")
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()

@@ -88,7 +88,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..data.tracks import Run, outline_vertex_counts
-from ..errors import FormatError, TaggingError, ValidationError
+from ..errors import FormatError, TaggingError, ValidationError, one_line
 from ..fileio import atomic_path
 from .registry import FormatSpec, as_path
 
@@ -203,7 +203,7 @@ def read_trxmat(path: str | Path, *, outline: bool = True, tags: str | bool = "a
     except MemoryError:
         raise
     except Exception as err:  # h5py/scipy raise many types on corrupt input
-        raise FormatError(path, f"cannot be read as trx.mat ({type(err).__name__}: {_one_line(err)})") from err
+        raise FormatError(path, f"cannot be read as trx.mat ({type(err).__name__}: {one_line(err)})") from err
 
 
 def _read_head(path: Path) -> bytes:
@@ -215,7 +215,7 @@ def _read_head(path: Path) -> bytes:
     except FileNotFoundError:
         raise FormatError(path, "no such file or directory") from None
     except OSError as err:
-        raise FormatError(path, f"cannot be opened: {_one_line(err)}") from err
+        raise FormatError(path, f"cannot be opened: {one_line(err)}") from err
     if not head:
         raise FormatError(path, "is empty")
     return head
@@ -241,7 +241,7 @@ def _read_v73(path: Path, outline: bool, tags: str, tag_fields) -> Run:
     try:
         handle = h5py.File(path, "r")
     except OSError as err:
-        problem = _one_line(err)
+        problem = one_line(err)
         if "truncated" in problem.lower():
             raise FormatError(path, f"is truncated (HDF5: {problem})") from err
         raise FormatError(path, f"is not a readable MATLAB v7.3 (HDF5) file ({problem})") from err
@@ -392,7 +392,7 @@ def _read_dataset_id(dsid, path: Path, name: str, raw=None) -> np.ndarray:
         try:
             dsid.read(h5.h5s.ALL, h5.h5s.ALL, array)
         except (TypeError, ValueError, OSError) as err:
-            raise FormatError(path, f"field `{name}` of `trx` is not numeric ({_one_line(err)})") from err
+            raise FormatError(path, f"field `{name}` of `trx` is not numeric ({one_line(err)})") from err
     return array.T
 
 
@@ -418,7 +418,7 @@ def _read_v5(path: Path, outline: bool, tags: str, tag_fields) -> Run:
         contents = scipy.io.loadmat(str(path), variable_names=["trx"], squeeze_me=False,
                                     struct_as_record=True, chars_as_strings=True)
     except Exception as err:
-        raise FormatError(path, f"is truncated or not a readable MATLAB v5/v7 file ({_one_line(err)})") from err
+        raise FormatError(path, f"is truncated or not a readable MATLAB v5/v7 file ({one_line(err)})") from err
     if "trx" not in contents:
         try:
             names = [name for name, _, _ in scipy.io.whosmat(str(path))]
@@ -843,11 +843,6 @@ def _write_v5(run: Run, fields, tmp: Path) -> None:
             trx[i, 0][name] = value if isinstance(value, str) else np.array(value, dtype=np.float64)
     with open(tmp, "wb") as handle:
         scipy.io.savemat(handle, {"trx": trx}, format="5", do_compression=True, oned_as="column")
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:300]
 
 
 SPEC = FormatSpec(

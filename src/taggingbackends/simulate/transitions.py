@@ -16,7 +16,7 @@ share of time per behaviour, and :func:`expected_occupancy` predicts the share o
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 from scipy import stats
