@@ -1,0 +1,282 @@
+"""Model inputs: fixed-grid, normalised 5-point spine windows (numpy only).
+
+The MaggotUBA encoder sees a larva through a *window*: ``len_traj`` spines
+sampled every ``frame_interval`` seconds (default 20 points at 10 Hz, i.e. a
+2-s window) around an *anchor* time step, each spine reduced to 5 points,
+the whole window rotated, centred and scaled (SPEC §4.7, §5.1). Pretraining
+windows add ``len_pred`` points of past and of future on each side.
+
+Documented choices:
+
+* **5 points.** Each spine is resampled at 0, ¼, ½, ¾ and 1 of its point
+  index range; for 11 points this is exactly PlanarLarvae's
+  ``[p1, (p3+p4)/2, p6, (p8+p9)/2, p11]``, and it works for any count (the
+  Schleyer tracker's 12 points included).
+* **Head/tail.** Model points are ordered tail → head (index 0 the tail, 4
+  the head), as in the original MaggotUBA's Point_dynamics files. Which end
+  of the input spine is the head comes from ``head`` (``"first"``, ``"last"``)
+  or, with ``"auto"``, from ``run.spine_head``; when the file does not say
+  (``"unknown"``: Choreography, trx.mat), from the data: larvae crawl forward
+  most of the time, so the head is the end the midpoint mostly moves toward
+  (:func:`infer_head_end`).
+* **Scale.** Per larva: every window of a track is divided by the track's
+  median body length (sum of the 5-point segment lengths over its tracked
+  steps), as MaggotUBA divides by the larva's mean length. Shortening within
+  a window (hunch) therefore stays visible.
+* **Rotation and centre.** Per window, over its *present* part: centred on the
+  mean midpoint (point 2); rotated so that the mean tail→head vector points
+  along +x.
+* **Time grid.** Window points sit at ``anchor + (k - (W-1)/2) * frame_interval``
+  (symmetric around the anchor); spines are interpolated linearly between the
+  two tracked steps around each grid time, after rounding times to 4 decimals
+  (LarvaTagger.jl#65). Untracked steps (NaN spines) and dropped frames are
+  skipped; a grid point whose neighbours are more than ``max_gap`` seconds
+  apart makes the window *gapped*.
+* **Track ends.** A window that does not fit inside the tracked span is
+  *clamped* with ``edge="clamp"`` (grid times beyond the ends take the end
+  spine) or invalid with ``edge="invalid"``. :class:`Windows` reports, per
+  window, ``FULL``, ``CLAMPED`` or ``GAPPED`` so callers can act on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from taggingbackends.data.tracks import Run
+
+FULL, CLAMPED, GAPPED, INVALID = 0, 1, 2, 3
+QUALITY_NAMES = ("full", "clamped", "gapped", "invalid")
+_TIME_DECIMALS = 4
+_MID = 2  # index of the midpoint among the 5 model points
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """Geometry of a window: ``len_traj`` points ``frame_interval`` s apart, plus
+    ``len_pred`` points of past and of future context (pretraining targets)."""
+
+    len_traj: int = 20
+    frame_interval: float = 0.1
+    len_pred: int = 0
+    max_gap: float = 0.5
+    edge: str = "clamp"
+    head: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.len_traj < 2 or self.len_pred < 0 or self.frame_interval <= 0:
+            raise ValueError("len_traj >= 2, len_pred >= 0 and frame_interval > 0 are required")
+        if self.edge not in ("clamp", "invalid"):
+            raise ValueError(f"edge must be 'clamp' or 'invalid', not {self.edge!r}")
+        if self.head not in ("auto", "first", "last"):
+            raise ValueError(f"head must be 'auto', 'first' or 'last', not {self.head!r}")
+
+    @property
+    def width(self) -> int:
+        """Points per window, context included."""
+        return self.len_traj + 2 * self.len_pred
+
+    @property
+    def present(self) -> slice:
+        return slice(self.len_pred, self.len_pred + self.len_traj)
+
+    def grid(self) -> np.ndarray:
+        """Offsets of the window points from the anchor time (s)."""
+        return (np.arange(self.width) - (self.width - 1) / 2) * self.frame_interval
+
+
+@dataclass
+class Windows:
+    """A batch of model inputs.
+
+    Attributes:
+        data: ``(n, 2, 5, width)`` float32: x/y channels, 5 points tail→head, time.
+        rows: ``(n,)`` rows of the run (anchors) the windows belong to.
+        quality: ``(n,)`` int8: FULL, CLAMPED, GAPPED or INVALID (data NaN).
+    """
+
+    data: np.ndarray
+    rows: np.ndarray
+    quality: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+# ------------------------------------------------------------------ geometry
+def spine5(spine: np.ndarray) -> np.ndarray:
+    """``(..., P, 2)`` spines → ``(..., 5, 2)``, resampled at 0, ¼, ½, ¾, 1 of the
+    point index range (exactly PlanarLarvae's ``spine5`` for P = 11)."""
+    points = spine.shape[-2]
+    if points == 5:
+        return spine
+    position = np.linspace(0.0, points - 1, 5)
+    left = np.minimum(np.floor(position).astype(int), points - 2)
+    weight = (position - left)[:, None]
+    return spine[..., left, :] * (1 - weight) + spine[..., left + 1, :] * weight
+
+
+def body_length(spine: np.ndarray) -> np.ndarray:
+    """Sum of segment lengths of ``(..., P, 2)`` spines."""
+    return np.linalg.norm(np.diff(spine, axis=-2), axis=-1).sum(axis=-1)
+
+
+def median_body_lengths(run: Run, spines5: np.ndarray | None = None) -> np.ndarray:
+    """Median 5-point body length of each track over its tracked steps."""
+    spines5 = spine5(run.spine) if spines5 is None else spines5
+    lengths = body_length(spines5)
+    out = np.empty(run.n_tracks)
+    for i in range(run.n_tracks):
+        values = lengths[run.offsets[i]:run.offsets[i + 1]]
+        out[i] = np.nanmedian(values)
+    return out
+
+
+def infer_head_end(run: Run, lag: float = 0.5, min_speed: float = 0.05) -> str:
+    """Which spine end (``"first"`` or ``"last"``) the run's larvae mostly move toward.
+
+    For pairs of tracked steps about ``lag`` seconds apart, the midpoint
+    displacement is projected on the first→last spine vector; steps moving
+    faster than ``min_speed`` body lengths per second vote. Larvae crawl
+    forward most of the time, so the majority end is the head.
+    """
+    spines = spine5(run.spine)
+    mid = spines[:, _MID]
+    axis = spines[:, -1] - spines[:, 0]
+    lengths = np.linalg.norm(axis, axis=-1)
+    votes = 0.0
+    for i in range(run.n_tracks):
+        lo, hi = run.offsets[i], run.offsets[i + 1]
+        t = run.t[lo:hi]
+        later = np.searchsorted(t, t + lag)
+        ok = later < len(t)
+        if not ok.any():
+            continue
+        src = np.flatnonzero(ok)
+        dst = later[ok]
+        dt = t[dst] - t[src]
+        move = mid[lo + dst] - mid[lo + src]
+        along = np.einsum("ij,ij->i", move, axis[lo + src]) / lengths[lo + src]
+        speed = np.linalg.norm(move, axis=-1) / dt / lengths[lo + src]
+        keep = np.isfinite(along) & (speed > min_speed)
+        votes += np.sign(along[keep]).sum()
+    return "last" if votes >= 0 else "first"
+
+
+def resolve_head(run: Run, head: str = "auto") -> str:
+    """``"first"`` or ``"last"``: the given value, the run's own, or inferred."""
+    if head != "auto":
+        return head
+    if run.spine_head in ("first", "last"):
+        return run.spine_head
+    return infer_head_end(run)
+
+
+def tail_to_head(spines5: np.ndarray, head: str) -> np.ndarray:
+    """Order 5-point spines tail → head (reverse when the head is first)."""
+    return spines5[..., ::-1, :] if head == "first" else spines5
+
+
+# ------------------------------------------------------------- preparation
+@dataclass
+class PreparedRun:
+    """A run reduced to what windows need: tracked steps only, 5 points tail→head,
+    times on one increasing key across tracks (``key = t + track * stride``)."""
+
+    run: Run
+    key: np.ndarray          # (m,) increasing time key of tracked steps
+    points: np.ndarray       # (m, 5, 2) float64
+    first: np.ndarray        # (n_tracks,) index of each track's first tracked step in key
+    last: np.ndarray         # (n_tracks,) index of its last tracked step
+    stride: float
+    scale: np.ndarray        # (n_tracks,) median body length
+    head: str
+
+
+def prepare(run: Run, head: str = "auto") -> PreparedRun:
+    """Reduce, orient and index a run once; windows are then cut from it."""
+    head = resolve_head(run, head)
+    points = tail_to_head(spine5(run.spine), head)
+    tracked = ~np.isnan(points).any(axis=(1, 2))
+    track_of_row = run.track_index
+    t = np.round(run.t, _TIME_DECIMALS)
+    span = float(t.max() - t.min()) if t.size else 0.0
+    stride = 10.0 ** np.ceil(np.log10(span + 1000.0))  # > any window reach beyond a track
+    keep = np.flatnonzero(tracked)
+    key = t[keep] - t.min() + track_of_row[keep] * stride
+    counts = np.bincount(track_of_row[keep], minlength=run.n_tracks)
+    ends = np.cumsum(counts)
+    scale = median_body_lengths(run, points)
+    return PreparedRun(run=run, key=key, points=points[keep], first=ends - counts, last=ends - 1,
+                       stride=stride, scale=scale, head=head)
+
+
+def windows_for_rows(prepared: PreparedRun, rows: np.ndarray, spec: WindowSpec) -> Windows:
+    """Normalised windows anchored at ``rows`` of the run (vectorised)."""
+    run = prepared.run
+    rows = np.asarray(rows, dtype=np.int64)
+    track = run.track_index[rows]
+    t0 = run.t.min()
+    anchor = np.round(run.t[rows], _TIME_DECIMALS) - t0 + track * prepared.stride
+    query = anchor[:, None] + spec.grid()[None, :]                       # (n, W)
+    lo_key = prepared.key[np.minimum(prepared.first[track], len(prepared.key) - 1)]
+    hi_key = prepared.key[np.maximum(prepared.last[track], 0)]
+    has_data = prepared.last[track] >= prepared.first[track]
+    outside = (query < lo_key[:, None] - 1e-9) | (query > hi_key[:, None] + 1e-9)
+    query = np.clip(query, lo_key[:, None], hi_key[:, None])
+    right = np.searchsorted(prepared.key, query, side="left")
+    right = np.clip(right, (prepared.first[track] + 1)[:, None], prepared.last[track][:, None])
+    single = prepared.first[track] == prepared.last[track]               # one tracked step
+    right = np.where(single[:, None], prepared.first[track][:, None], right)
+    left = np.where(single[:, None], right, right - 1)
+    t_left, t_right = prepared.key[left], prepared.key[right]
+    gap = t_right - t_left
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weight = np.where(gap > 0, (query - t_left) / gap, 0.0)
+    weight = np.clip(weight, 0.0, 1.0)[..., None, None]
+    points = prepared.points[left] * (1 - weight) + prepared.points[right] * weight  # (n, W, 5, 2)
+    quality = np.full(len(rows), FULL, dtype=np.int8)
+    quality[outside.any(axis=1)] = CLAMPED
+    quality[(gap > spec.max_gap + 1e-9).any(axis=1)] = GAPPED
+    invalid = ~has_data
+    if spec.edge == "invalid":
+        invalid |= quality == CLAMPED
+    quality[invalid] = INVALID
+    data = normalise(points, prepared.scale[track], spec)
+    data[invalid] = np.nan
+    return Windows(data=data, rows=rows, quality=quality)
+
+
+def normalise(points: np.ndarray, scale: np.ndarray, spec: WindowSpec) -> np.ndarray:
+    """``(n, W, 5, 2)`` tail→head windows → ``(n, 2, 5, W)`` float32 model inputs:
+    centred on the present's mean midpoint, mean tail→head vector along +x,
+    divided by ``scale`` (per window)."""
+    present = points[:, spec.present]
+    centre = present[:, :, _MID].mean(axis=1)                            # (n, 2)
+    direction = (present[:, :, -1] - present[:, :, 0]).mean(axis=1)      # (n, 2)
+    angle = np.arctan2(direction[:, 1], direction[:, 0])
+    cos, sin = np.cos(angle), np.sin(angle)
+    shifted = points - centre[:, None, None, :]
+    x = (shifted[..., 0] * cos[:, None, None] + shifted[..., 1] * sin[:, None, None])
+    y = (-shifted[..., 0] * sin[:, None, None] + shifted[..., 1] * cos[:, None, None])
+    out = np.stack([x, y], axis=1) / scale[:, None, None, None]          # (n, 2, W, 5)
+    return np.ascontiguousarray(out.transpose(0, 1, 3, 2), dtype=np.float32)
+
+
+def iter_windows(run: Run, spec: WindowSpec, batch_size: int = 4096,
+                 rows: np.ndarray | None = None) -> Iterator[Windows]:
+    """Windows for ``rows`` (default: every step of the run), ``batch_size`` at a
+    time, so memory stays bounded on large runs."""
+    prepared = prepare(run, spec.head)
+    rows = np.arange(run.n_steps) if rows is None else np.asarray(rows, dtype=np.int64)
+    for start in range(0, len(rows), batch_size):
+        yield windows_for_rows(prepared, rows[start:start + batch_size], spec)
+
+
+def make_windows(run: Run, spec: WindowSpec, rows: np.ndarray | None = None) -> Windows:
+    """All windows at once (small runs, tests); see :func:`iter_windows`."""
+    prepared = prepare(run, spec.head)
+    rows = np.arange(run.n_steps) if rows is None else rows
+    return windows_for_rows(prepared, rows, spec)
