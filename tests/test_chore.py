@@ -293,3 +293,113 @@ def test_wrong_format_is_a_format_error(tmp_path):
     with pytest.raises(FormatError, match="not a date_time") as info:
         load(path, format="chore", outline=False)
     assert "table.spine" in str(info.value)
+
+
+# ------------------------------------------------------------ chunked reading
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    """Read files a few bytes at a time, so that lines straddle many chunk reads."""
+    from taggingbackends.formats import chore
+
+    def use(size: int) -> None:
+        monkeypatch.setattr(chore, "_CHUNK_SIZE", size)
+    return use
+
+
+def assert_same_run(expected: Run, actual: Run) -> None:
+    assert actual.larva_ids.tolist() == expected.larva_ids.tolist()
+    np.testing.assert_array_equal(actual.offsets, expected.offsets)
+    np.testing.assert_array_equal(actual.t, expected.t)
+    np.testing.assert_array_equal(actual.spine, expected.spine)
+    assert actual.outline.dtype == expected.outline.dtype
+    np.testing.assert_array_equal(actual.outline, expected.outline)
+
+
+@pytest.mark.parametrize("size", [1, 17, 333, 1 << 20])
+def test_chunk_boundaries_change_nothing(tmp_path, tiny_chunks, size):
+    run = make_run(ids=tuple(range(1, 8)))
+    grouped = tmp_path / "grouped.spine"
+    write_chore(run, grouped)
+    # the same rows interleaved (sorted by time) in both files, with trailing spaces
+    # in the spine, CRLF, blank lines and doubled spaces in the outline
+    mixed = tmp_path / "mixed.spine"
+    spine_lines = grouped.read_text().splitlines()
+    outline_lines = grouped.with_suffix(".outline").read_text().splitlines()
+    order = sorted(range(len(spine_lines)), key=lambda i: float(spine_lines[i].split()[2]))
+    mixed.write_text("\n".join(spine_lines[i] + " " * (i % 5 == 2)  # (read again, normalised)
+                               for i in order) + "\n")
+    mixed.with_suffix(".outline").write_bytes("\r\n".join(
+        outline_lines[i].replace(" ", "  ", 2) + ("\r\n" if k % 7 == 3 else "")
+        for k, i in enumerate(order)).encode())
+    reference = read_chore(grouped)
+    assert_same_tracks(run, reference)
+    tiny_chunks(size)
+    assert_same_run(reference, read_chore(grouped))
+    assert_same_run(reference, read_chore(mixed))
+
+
+def numbered(lines: list[str]) -> str:
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("size", [5, 64, 1 << 20])
+def test_errors_name_the_right_line_whatever_the_chunks(tmp_path, tiny_chunks, size):
+    tiny_chunks(size)
+    long = [f"20150701_105504 {1 + k // 40} {3.675 + 0.1 * (k % 40):.3f} "
+            + " ".join(f"{10 + k + j:.3f}" for j in range(22)) for k in range(200)]
+    cases = [
+        (long[:150] + [long[150].replace(" 160.000", " 16o.000")] + long[151:],
+         r"line 151: '16o.000' is not a number"),
+        (long[:120] + [long[120].rsplit(" ", 2)[0]] + long[121:], "line 121 has 20 spine"),
+        (long[:90] + [long[90].replace("20150701_105504", "20150702_105504")] + long[91:],
+         "line 91: date_time 20150702_105504 differs from 20150701_105504 on line 1"),
+        (long[:170] + [long[169]] + long[170:],
+         r"larva 5 has two rows at time 4.575 \(lines 170 and 171\)"),
+        (long[:60] + [""] * 3 + long[60:80] + [long[80].replace(" 3 ", " -3 ", 1)] + long[81:],
+         "line 84: larva id -3 is not a non-negative integer"),
+        (long[:199] + [long[199].replace(" 230.000", " inf")], "line 200: infinite spine"),
+    ]
+    for k, (lines, message) in enumerate(cases):
+        path = tmp_path / f"case{k}.spine"
+        path.write_text(numbered(lines))
+        with pytest.raises(FormatError, match=message):
+            read_chore(path, outline=False)
+    # outline errors, also when the outline is read straight into track order
+    spine = tmp_path / "pair.spine"
+    outline_lines = [" ".join(line.split()[:9 + 2 * (k % 5)]) for k, line in enumerate(long)]
+    interleaved = sorted(range(200), key=lambda i: (float(long[i].split()[2]), i))
+    for rows in (range(200), interleaved):
+        spine.write_text(numbered([long[i] for i in rows]))
+        bad = [outline_lines[i] for i in rows]
+        target = bad.index(outline_lines[130])
+        bad[target] = bad[target].replace("20150701_105504 4 ", "20150701_105504 4.5 ")
+        spine.with_suffix(".outline").write_text(numbered(bad))
+        with pytest.raises(FormatError, match=f"line {target + 1}: larva id 4.5 is not") as info:
+            read_chore(spine)
+        assert "pair.outline" in str(info.value)
+        dup = [outline_lines[i] for i in rows]
+        dup[target] = dup[target - 1]  # two rows of a larva at the same time
+        spine.with_suffix(".outline").write_text(numbered(dup))
+        larva, time = dup[target].split()[1:3]
+        with pytest.raises(FormatError, match=rf"larva {larva} has two rows at time "
+                                               rf"{float(time):g} \(line {target + 1}\)"):
+            read_chore(spine)
+
+
+def test_long_lines_and_lone_cr_line_ends(tmp_path, tiny_chunks):
+    reference = load(SAMPLE)
+    spine, outline = copy_pair(tmp_path)
+    spine.write_bytes(spine.read_bytes().replace(b"\n", b"\r"))  # old Mac line ends
+    outline.write_bytes(b"\xef\xbb\xbf" + outline.read_bytes())  # a UTF-8 byte-order mark
+    for size in (1, 3, 40, 1 << 20):  # lines far longer than a chunk, or many per chunk
+        tiny_chunks(size)
+        run = read_chore(spine)
+        np.testing.assert_array_equal(run.spine, reference.spine)
+        np.testing.assert_array_equal(run.outline, reference.outline)
+    text = SAMPLE.read_bytes()
+    spine.write_bytes(text + "é".encode("latin-1") + b"\n" + text)
+    with pytest.raises(FormatError, match=f"byte 0xe9 at offset {len(text)}"):
+        read_chore(spine)
+    spine.write_bytes(text[:-300] + b"x" * 5 + b"\n" + text + b"\x00")
+    with pytest.raises(FormatError, match="binary"):  # wherever the NUL byte is
+        read_chore(spine)

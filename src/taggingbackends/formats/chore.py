@@ -44,16 +44,22 @@ In memory
   trailing ``@<n>`` field (``r_LED50_30s2x15s30s#n#n#n@100``). A name that does
   not split into 6 ``@`` fields gives ``{"date_time": ...}`` only.
 
-Parsing is vectorised: lines are grouped by field count and each group is
-parsed by :func:`numpy.loadtxt`'s C tokenizer (a t15-size pair, 134,000 lines,
-reads in about a second).
+Parsing is vectorised and reads each file twice, a megabyte at a time: the first
+pass checks the bytes and counts the fields of every line (numpy on the raw
+bytes), the second parses the numbers of each chunk straight into arrays of the
+final size, lines grouped by field count for :func:`numpy.loadtxt`'s C
+tokenizer. Neither file is ever held whole: the peak memory of a read is about
+1.3 times the arrays returned (a t15-size pair, 134,000 lines, 160 MB of text,
+reads in under a second).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -162,40 +168,80 @@ def parse_chore_filename(name: str) -> dict:
 
 
 # ------------------------------------------------------------------- parsing
+_CHUNK_SIZE = 1 << 20  # bytes read at a time; each chunk ends at a line break
+
+
 class _Table:
     """The parsed content of one ``.spine`` or ``.outline`` file."""
 
     def __init__(self, date_time: str, ids: np.ndarray, t: np.ndarray, coords: np.ndarray,
-                 line_numbers: np.ndarray):
+                 line_numbers: np.ndarray, placed: bool = False):
         self.date_time = date_time
         self.ids = ids
         self.t = t
         self.coords = coords            # (n_rows, n_points, 2)
         self.line_numbers = line_numbers
+        self.placed = placed            # rows are not in file order but where ``rank`` put them
 
 
-def _read_bytes(path: Path) -> bytes:
+class _Chunk(NamedTuple):
+    """A piece of the file that ends at a line break (or at the end of the file)."""
+
+    offset: int       # in the file
+    size: int         # bytes in the file
+    normalise: bool   # whitespace to normalise before parsing
+    start: int        # its non-blank lines are the table rows start:stop
+    stop: int
+
+
+class _Scan:
+    """What the first pass learns about a file, before any number is parsed."""
+
+    def __init__(self, date_time: str, chunks: list[_Chunk], counts: np.ndarray,
+                 line_numbers: np.ndarray, error: FormatError | None):
+        self.date_time = date_time
+        self.chunks = chunks
+        self.counts = counts              # fields on each non-blank line
+        self.line_numbers = line_numbers  # 1-based, of each non-blank line
+        self.error = error                # first problem found in the lines, raised when parsing
+
+
+def _read_error(path: Path, err: OSError) -> FormatError:
+    if isinstance(err, IsADirectoryError):
+        return FormatError(path, "is a directory, expected a .spine or .outline file")
+    return FormatError(path, f"cannot be read: {err.strerror or err}")
+
+
+def _read_chunks(path: Path, start: int, chunk_size: int) -> Iterator[tuple[int, bytes]]:
+    """``(offset, bytes)`` pieces of the file from ``start``, each about ``chunk_size``
+    bytes and ending at a line break (``\\n``, or a lone ``\\r``), the last one at the end
+    of the file: lines, ``\\r\\n`` pairs and UTF-8 sequences are never split."""
     try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        raise FormatError(path, "is a directory, expected a .spine or .outline file") from None
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            offset, pending = start, b""
+            while True:
+                block = handle.read(max(chunk_size, len(pending)))  # (long lines: linear time)
+                if not block:
+                    if pending:
+                        yield offset, pending
+                    return
+                if pending:  # a line longer than chunk_size
+                    block = pending + block
+                    pending = b""
+                cut = block.rfind(b"\n") + 1
+                if not cut:  # a lone \r (old Mac line ends): never the last byte read,
+                    cut = block.rfind(b"\r", 0, len(block) - 1) + 1  # which may precede \n
+                if not cut:
+                    pending = block
+                    continue
+                if cut < len(block):
+                    block = block[:cut]
+                    handle.seek(offset + cut)
+                yield offset, block
+                offset += cut
     except OSError as err:
-        raise FormatError(path, f"cannot be read: {err.strerror or err}") from None
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise FormatError(path, "is UTF-16 text; Choreography files are ASCII")
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    if not data or data.isspace():  # (strip() would copy the whole file)
-        raise FormatError(path, "is empty")
-    if b"\x00" in data:
-        raise FormatError(path, "contains binary data (NUL bytes), not Choreography text")
-    if not data.isascii():
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise FormatError(path, f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset "
-                                    f"{err.start})") from None
-    return data
+        raise _read_error(path, err) from None
 
 
 def _needs_normalising(data: bytes) -> bool:
@@ -205,9 +251,122 @@ def _needs_normalising(data: bytes) -> bool:
 
 
 def _normalise_whitespace(data: bytes) -> bytes:
-    """Single spaces between fields and ``\\n`` line ends."""
+    """Single spaces between fields and ``\\n`` line ends.
+
+    Applied to a chunk that ends at a line break, it gives what it gives on the
+    whole file, that piece for piece.
+    """
     data = re.sub(rb"[ \t\f\v]+", b" ", data.replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
     return data.replace(b" \n", b"\n").replace(b"\n ", b"\n").strip(b" ")
+
+
+def _prefix_error(path: Path, line: bytes, number: int, date_time: str,
+                  first_number: int) -> FormatError:
+    token = line.split(b" ", 1)[0].decode("utf-8", "replace")[:30]
+    if _DATE_TIME.match(token):
+        return FormatError(path, f"line {number}: date_time {token} differs from "
+                                 f"{date_time} on line {first_number} (one run per file)")
+    return FormatError(path, f"line {number} starts with {token!r}, expected "
+                             f"'{date_time} <larva id> <time> <x y pairs>'")
+
+
+def _scan(path: Path, chunk_size: int, normalise_all: bool) -> _Scan:
+    """First pass: byte checks, line numbers, field counts and the date_time prefix.
+
+    File-level problems (unreadable, UTF-16, empty, binary, not UTF-8) are raised,
+    in that order of precedence whatever their place in the file; the first problem
+    with the lines (no date_time, a line with another prefix) is kept in ``error``.
+    Chunks holding ``\\r`` or tabs are normalised, every chunk that needs it when
+    ``normalise_all``.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(3)
+    except OSError as err:
+        raise _read_error(path, err) from None
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise FormatError(path, "is UTF-16 text; Choreography files are ASCII")
+    start = 3 if head == b"\xef\xbb\xbf" else 0  # tolerate a UTF-8 byte-order mark
+
+    blank, utf8_error, error = True, None, None
+    date_time, prefix, first_number = "", b"", 0
+    chunks: list[_Chunk] = []
+    counts: list[np.ndarray] = []
+    numbers: list[np.ndarray] = []
+    rows = breaks = 0  # non-blank lines and line breaks so far
+    for offset, raw in _read_chunks(path, start, chunk_size):
+        if b"\x00" in raw:
+            raise FormatError(path, "contains binary data (NUL bytes), not Choreography text")
+        blank = blank and raw.isspace()
+        if utf8_error is None and not raw.isascii():
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                utf8_error = FormatError(path, f"is not UTF-8 text (byte 0x{raw[err.start]:02x} "
+                                               f"at offset {offset - start + err.start})")
+        if utf8_error is not None or error is not None:
+            continue  # only the byte checks matter now
+        normalise = (_needs_normalising(raw) if normalise_all
+                     else b"\r" in raw or b"\t" in raw)  # (cheap one-byte searches)
+        data = _normalise_whitespace(raw) if normalise else raw
+        # line ends, lengths and spaces per line, by numpy on the raw bytes
+        codes = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(codes == 10)
+        n_breaks = ends.size
+        if data[-1:] not in (b"\n", b""):
+            ends = np.append(ends, len(data))
+        lengths = np.diff(ends, prepend=-1) - 1
+        spaces = np.diff(np.searchsorted(np.flatnonzero(codes == 32), ends), prepend=0)
+        nonblank = lengths > 0
+        if nonblank.all():
+            index = np.arange(ends.size)
+        else:
+            index = np.flatnonzero(nonblank)
+            ends, lengths, spaces = ends[index], lengths[index], spaces[index]
+        starts = ends - lengths
+        line_numbers = index + (breaks + 1)
+        breaks += n_breaks
+        if index.size:
+            if not prefix:
+                first = data[starts[0]:ends[0]].split(b" ", 1)[0]
+                date_time = first.decode("ascii", "replace")
+                first_number = int(line_numbers[0])
+                if not _DATE_TIME.match(date_time):
+                    error = FormatError(path, f"line {first_number} starts with "
+                                              f"{date_time[:30]!r}, not a date_time "
+                                              "(YYYYMMDD_HHMMSS): not a Choreography file")
+                    continue
+                prefix = first + b" "
+            good = lengths >= len(prefix)
+            last = codes.size - 1
+            for j, byte in enumerate(prefix):
+                good &= codes[np.minimum(starts + j, last)] == byte
+            if not good.all():
+                i = int(np.argmin(good))
+                error = _prefix_error(path, data[starts[i]:ends[i]], int(line_numbers[i]),
+                                      date_time, first_number)
+                continue
+        chunks.append(_Chunk(offset, len(raw), normalise, rows, rows + index.size))
+        counts.append(spaces + 1)
+        numbers.append(line_numbers)
+        rows += index.size
+    if blank:  # (whitespace only, or nothing after a byte-order mark)
+        raise FormatError(path, "is empty")
+    if utf8_error is not None:
+        raise utf8_error
+    if error is not None:
+        return _Scan(date_time, [], np.zeros(0, np.int64), np.zeros(0, np.int64), error)
+    return _Scan(date_time, chunks, np.concatenate(counts), np.concatenate(numbers), None)
+
+
+def _file_needs_normalising(path: Path, chunk_size: int) -> bool:
+    """:func:`_needs_normalising` of the whole file (after any byte-order mark), by chunks."""
+    try:
+        with open(path, "rb") as handle:
+            start = 3 if handle.read(3) == b"\xef\xbb\xbf" else 0
+        return any(_needs_normalising(raw) for _, raw in _read_chunks(path, start, chunk_size))
+    except (OSError, FormatError):
+        return False
 
 
 def _bad_token_line(path: Path, lines: list[bytes], rows: np.ndarray,
@@ -222,52 +381,44 @@ def _bad_token_line(path: Path, lines: list[bytes], rows: np.ndarray,
     return FormatError(path, "unparsable numbers")  # pragma: no cover - loadtxt disagreed
 
 
-def _parse(path: Path, fixed: bool) -> _Table:
+def _parse(path: Path, fixed: bool, chunk_size: int | None = None,
+           rank: np.ndarray | None = None) -> _Table:
     """Parse a ``.spine`` (``fixed``: same point count on every line) or ``.outline``.
 
-    The fast path assumes single spaces between fields (as Choreography writes
-    them); on failure, files with other whitespace are normalised and parsed again.
+    With ``rank`` (one entry per line), the ``i``-th non-blank line goes to row
+    ``rank[i]`` (``placed``), which saves reordering a copy afterwards; it is
+    ignored when the file has another number of lines.
+
+    The file is read twice, ``chunk_size`` bytes at a time, so that only the
+    returned arrays are ever held in full: a first pass checks the bytes and the
+    line prefixes and counts the fields of each line, the second parses the numbers
+    straight into arrays of the final size. The fast path assumes single spaces
+    between fields (as Choreography writes them); on failure, files with other
+    whitespace are normalised and parsed again.
     """
-    data = _read_bytes(path)
-    if b"\r" in data or b"\t" in data:  # cheap one-byte searches
-        return _parse_data(path, _normalise_whitespace(data), fixed)
+    chunk_size = int(chunk_size or _CHUNK_SIZE)
+    scan = _scan(path, chunk_size, normalise_all=False)
     try:
-        return _parse_data(path, data, fixed)
+        return _parse_numbers(path, scan, fixed, rank)
     except FormatError:
-        if not _needs_normalising(data):
+        if not _file_needs_normalising(path, chunk_size):
             raise
-    return _parse_data(path, _normalise_whitespace(data), fixed)
+    return _parse_numbers(path, _scan(path, chunk_size, normalise_all=True), fixed, rank)
 
 
-def _parse_data(path: Path, data: bytes, fixed: bool) -> _Table:
+def _first(bad: np.ndarray, line_numbers: np.ndarray) -> int:
+    """The row of the first line (in file order) where ``bad`` is set."""
+    rows = np.flatnonzero(bad)
+    return int(rows[np.argmin(line_numbers[rows])])
+
+
+def _parse_numbers(path: Path, scan: _Scan, fixed: bool, rank: np.ndarray | None) -> _Table:
+    """Second pass: check the field counts, then parse each chunk into the arrays."""
+    if scan.error is not None:
+        raise scan.error
     what = "spine" if fixed else "outline"
-    lines = data.split(b"\n")
-    if b"\n\n" in data or not lines[0]:
-        keep = [i for i, line in enumerate(lines) if line]
-        lines = [lines[i] for i in keep]
-        line_numbers = np.asarray(keep, dtype=np.int64) + 1
-    else:
-        if not lines[-1]:
-            lines.pop()
-        line_numbers = np.arange(1, len(lines) + 1, dtype=np.int64)
-    n = len(lines)
-
-    first = lines[0].split(b" ", 1)[0]
-    date_time = first.decode("ascii", "replace")
-    if not _DATE_TIME.match(date_time):
-        raise FormatError(path, f"line {line_numbers[0]} starts with {date_time[:30]!r}, not a "
-                                "date_time (YYYYMMDD_HHMMSS): not a Choreography file")
-    prefix = first + b" "
-    for i, line in enumerate(lines):
-        if not line.startswith(prefix):
-            token = line.split(b" ", 1)[0].decode("utf-8", "replace")[:30]
-            if _DATE_TIME.match(token):
-                raise FormatError(path, f"line {line_numbers[i]}: date_time {token} differs from "
-                                        f"{date_time} on line {line_numbers[0]} (one run per file)")
-            raise FormatError(path, f"line {line_numbers[i]} starts with {token!r}, expected "
-                                    f"'{date_time} <larva id> <time> <x y pairs>'")
-
-    counts = np.fromiter((line.count(b" ") for line in lines), np.int64, n) + 1
+    counts, line_numbers = scan.counts, scan.line_numbers
+    n = counts.size
     n_values = counts - 3  # coordinates after date_time, larva id, time
     bad = (n_values < 2) | (n_values % 2 == 1)
     if fixed:
@@ -288,39 +439,87 @@ def _parse_data(path: Path, data: bytes, fixed: bool) -> _Table:
     ids = np.empty(n, dtype=np.float64)
     t = np.empty(n, dtype=np.float64)
     coords = np.empty((n, width, 2), dtype=np.float64 if fixed else np.float32)
-    uniq, inverse = np.unique(counts, return_inverse=True)
+    if rank is not None and rank.shape != (n,):
+        rank = None
     infinite = False
-    for g, count in enumerate(uniq):
-        rows = np.flatnonzero(inverse == g) if len(uniq) > 1 else slice(None)
-        group = lines if len(uniq) == 1 else [lines[i] for i in rows]
-        try:
-            values = np.loadtxt(group, dtype=np.float64, usecols=range(1, int(count)),
-                                delimiter=" ", comments=None, ndmin=2)
-        except ValueError:
-            raise _bad_token_line(path, lines, np.arange(n)[rows], line_numbers) from None
-        ids[rows] = values[:, 0]
-        t[rows] = values[:, 1]
-        points = (int(count) - 3) // 2
-        coords[rows, :points] = values[:, 2:].reshape(len(values), points, 2)
-        if points < width:
-            coords[rows, points:] = np.nan
-        infinite = infinite or bool(np.isinf(values).any())
+    try:
+        with open(path, "rb") as handle:
+            for chunk in scan.chunks:
+                if chunk.start == chunk.stop:
+                    continue
+                handle.seek(chunk.offset)
+                data = handle.read(chunk.size)
+                if len(data) != chunk.size:
+                    raise FormatError(path, "changed while it was being read")
+                if chunk.normalise:
+                    data = _normalise_whitespace(data)
+                lines = data.split(b"\n")
+                del data
+                if not lines[-1]:
+                    lines.pop()
+                if len(lines) != chunk.stop - chunk.start:
+                    lines = [line for line in lines if line]  # blank lines
+                    if len(lines) != chunk.stop - chunk.start:
+                        raise FormatError(path, "changed while it was being read")
+                infinite = _parse_lines(path, lines, chunk.start, counts[chunk.start:chunk.stop],
+                                        line_numbers[chunk.start:chunk.stop], rank,
+                                        ids, t, coords) or infinite
+    except OSError as err:
+        raise _read_error(path, err) from None
+    if rank is not None:
+        line_numbers = np.empty_like(line_numbers)
+        line_numbers[rank] = scan.line_numbers
 
     finite_ids = np.isfinite(ids)
     bad = ~finite_ids | (ids < 0) | (ids != np.round(ids))
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+        i = _first(bad, line_numbers)
         raise FormatError(path, f"line {line_numbers[i]}: larva id {ids[i]:g} is not a "
                                 "non-negative integer")
     bad = ~np.isfinite(t)
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
+        i = _first(bad, line_numbers)
         raise FormatError(path, f"line {line_numbers[i]}: time {t[i]} is not a finite number")
     inf_rows = np.isinf(coords).any(axis=(1, 2)) if infinite else None
     if inf_rows is not None and inf_rows.any():
-        i = int(np.flatnonzero(inf_rows)[0])
+        i = _first(inf_rows, line_numbers)
         raise FormatError(path, f"line {line_numbers[i]}: infinite {what} coordinate")
-    return _Table(date_time, ids.astype(np.int64), t, coords, line_numbers)
+    return _Table(scan.date_time, ids.astype(np.int64), t, coords, line_numbers,
+                  placed=rank is not None)
+
+
+def _parse_lines(path: Path, lines: list[bytes], first_row: int, counts: np.ndarray,
+                 line_numbers: np.ndarray, rank: np.ndarray | None, ids: np.ndarray,
+                 t: np.ndarray, coords: np.ndarray) -> bool:
+    """Parse the lines of one chunk into rows ``first_row:`` of the arrays (or where
+    ``rank`` puts them), lines with the same field count at once by
+    :func:`numpy.loadtxt`'s C tokenizer; whether a value is infinite."""
+    width = coords.shape[1]
+    if counts[0] == counts[-1] and (counts == counts[0]).all():
+        groups = [(int(counts[0]), slice(first_row, first_row + len(lines)), lines)]
+    else:
+        order = np.argsort(counts, kind="stable")
+        sorted_counts = counts[order]
+        bounds = np.flatnonzero(np.diff(sorted_counts)) + 1
+        groups = [(int(counts[rows[0]]), rows + first_row, [lines[i] for i in rows])
+                  for rows in np.split(order, bounds)]
+    infinite = False
+    for count, rows, group in groups:
+        if rank is not None:
+            rows = rank[rows]
+        try:
+            values = np.loadtxt(group, dtype=np.float64, usecols=range(1, count),
+                                delimiter=" ", comments=None, ndmin=2)
+        except ValueError:
+            raise _bad_token_line(path, lines, range(len(lines)), line_numbers) from None
+        ids[rows] = values[:, 0]
+        t[rows] = values[:, 1]
+        points = (count - 3) // 2
+        coords[rows, :points] = values[:, 2:].reshape(len(values), points, 2)
+        if points < width:
+            coords[rows, points:] = np.nan
+        infinite = infinite or bool(np.isinf(values).any())
+    return infinite
 
 
 def _order_tracks(path: Path, table: _Table) -> tuple[np.ndarray | slice, np.ndarray, np.ndarray]:
@@ -357,12 +556,17 @@ def _match_outlines(path: Path, spine: _Table, order: np.ndarray | slice,
     if outline.date_time != spine.date_time:
         raise FormatError(path, f"date_time {outline.date_time} differs from the .spine's "
                                 f"{spine.date_time}")
-    if (outline.ids.shape == spine.ids.shape and np.array_equal(outline.ids, spine.ids)
-            and np.array_equal(outline.t, spine.t)):
-        return outline.coords[order]
+    # (a ``placed`` outline was parsed straight into the spine's track order)
+    ids, t = (spine.ids[order], spine.t[order]) if outline.placed else (spine.ids, spine.t)
+    if (outline.ids.shape == ids.shape and np.array_equal(outline.ids, ids)
+            and np.array_equal(outline.t, t)):
+        return outline.coords if outline.placed else outline.coords[order]
     ms = np.round(outline.t * 1000).astype(np.int64)
     keys = (outline.ids << 40) + ms
-    sorter = np.argsort(keys, kind="stable")
+    if outline.placed:  # rows with equal keys in file order, as below
+        sorter = np.lexsort((outline.line_numbers, keys))
+    else:
+        sorter = np.argsort(keys, kind="stable")
     sorted_keys = keys[sorter]
     dup = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
     if dup.size:
@@ -372,8 +576,10 @@ def _match_outlines(path: Path, spine: _Table, order: np.ndarray | slice,
     wanted = (spine.ids[order] << 40) + np.round(spine.t[order] * 1000).astype(np.int64)
     pos = np.minimum(np.searchsorted(sorted_keys, wanted), sorted_keys.size - 1)
     found = sorted_keys[pos] == wanted
-    result = np.full((wanted.size,) + outline.coords.shape[1:], np.nan, dtype=np.float32)
-    result[found] = outline.coords[sorter[pos[found]]]
+    # gather straight into the result (mode="clip": no buffered copy of it), then blank
+    result = np.empty((wanted.size,) + outline.coords.shape[1:], dtype=np.float32)
+    np.take(outline.coords, np.where(found, sorter[pos], 0), axis=0, out=result, mode="clip")
+    result[~found] = np.nan
     return result
 
 
@@ -415,6 +621,7 @@ def _read(spine_path: Path, outline_path: Path | None) -> Run:
     spine = _parse(spine_path, fixed=True)
     order, larva_ids, offsets = _order_tracks(spine_path, spine)
     coords = spine.coords[order]
+    spine.coords = None  # (a copy when rows were reordered: free the file-order one)
     present = ~np.isnan(coords).all(axis=(1, 2))
     per_track = np.add.reduceat(present.astype(np.int64), offsets[:-1])
     if np.any(per_track == 0):
@@ -422,7 +629,12 @@ def _read(spine_path: Path, outline_path: Path | None) -> Run:
         raise FormatError(spine_path, f"larva {larva} has no spine data (all values NaN)")
     contour = None
     if outline_path is not None:
-        contour = _match_outlines(outline_path, spine, order, _parse(outline_path, fixed=False))
+        rank = None  # where each spine line went; the outline's usually go to the same rows
+        if not isinstance(order, slice):
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+        contour = _match_outlines(outline_path, spine, order,
+                                  _parse(outline_path, fixed=False, rank=rank))
     metadata = parse_chore_filename(spine_path.name)
     metadata["date_time"] = spine.date_time
     return Run(
