@@ -32,8 +32,11 @@ def test_spine5_matches_planarlarvae_for_11_points():
     assert spine5(np.zeros((2, 12, 2))).shape == (2, 5, 2)
 
 
-def test_normalisation_matches_planarlarvae_example():
-    # SPEC §4.7: the spine (0,0)…(1,1) with scale √2/2 gives [-1 0 -.5 0 0 0 .5 0 1 0]
+def test_normalisation_matches_planarlarvae_example_in_maggotuba_orientation():
+    # SPEC §4.7: PlanarLarvae maps the spine (0,0)…(1,1) with scale √2/2 to
+    # [-1 0 -.5 0 0 0 .5 0 1 0] (last point at +x). The original MaggotUBA, which we
+    # follow, turns the head→tail vector to +x instead: with the tail at (0,0), the
+    # same numbers with the sign flipped.
     spine = np.stack([np.linspace(0, 1, 5)] * 2, axis=1)     # tail (0,0) → head (1,1)
     times = np.round(np.arange(0, 3, 0.1), 4)
     run = Run.from_tracks("r", [1], [times], [np.repeat(spine[None], len(times), axis=0)],
@@ -42,7 +45,7 @@ def test_normalisation_matches_planarlarvae_example():
     assert windows.quality[0] == FULL
     body = np.sqrt(2)
     first_step = windows.data[0, :, :, 0] * body / (np.sqrt(2) / 2)   # undo our scale, apply √2/2
-    np.testing.assert_allclose(first_step.T.ravel(), [-1, 0, -.5, 0, 0, 0, .5, 0, 1, 0], atol=1e-6)
+    np.testing.assert_allclose(first_step.T.ravel(), [1, 0, .5, 0, 0, 0, -.5, 0, -1, 0], atol=1e-6)
 
 
 def test_head_order_is_explicit_and_both_orders_give_the_same_windows():
@@ -50,12 +53,14 @@ def test_head_order_is_explicit_and_both_orders_give_the_same_windows():
     head_first = make_windows(straight_run(times, head_first=True), WindowSpec())
     head_last = make_windows(straight_run(times, head_first=False), WindowSpec())
     np.testing.assert_allclose(head_first.data, head_last.data, atol=1e-6)
-    # a larva moving toward its head: the head (model point 4) is at +x after rotation
-    assert (head_first.data[:, 0, 4, :] > head_first.data[:, 0, 0, :]).all()
+    # the head (model point 4) lies at −x after rotation; crawling forward = toward −x
+    assert (head_first.data[:, 0, 4, :] < head_first.data[:, 0, 0, :]).all()
+    x_mid = head_first.data[20, 0, 2, :]
+    assert x_mid[-1] < x_mid[0]
     forced_wrong = make_windows(straight_run(times, head_first=True), WindowSpec(head="last"))
-    assert (forced_wrong.data[:, 0, 4, :] > 0).all()  # rotated too, but moving backwards:
+    assert (forced_wrong.data[:, 0, 4, :] < 0).all()  # rotated too, but moving backwards:
     x_mid = forced_wrong.data[20, 0, 2, :]
-    assert x_mid[-1] < x_mid[0]  # the midpoint now moves toward the tail (−x)
+    assert x_mid[-1] > x_mid[0]  # the midpoint now moves toward the tail (+x)
 
 
 @pytest.mark.parametrize("head_first", [True, False])
@@ -75,8 +80,8 @@ def test_interpolation_on_irregular_times_is_exact_for_linear_motion():
     row = 40
     windows = make_windows(run, spec, rows=np.array([row]))
     assert windows.quality[0] == FULL
-    # midpoint x relative to the centre moves 0.8 mm/s × grid, divided by the body length 4
-    expected = 0.8 * (spec.grid() - spec.grid().mean()) / 4.0
+    # the midpoint moves 0.8 mm/s toward the head (−x), divided by the body length 4
+    expected = -0.8 * (spec.grid() - spec.grid().mean()) / 4.0
     np.testing.assert_allclose(windows.data[0, 0, 2, :], expected, atol=1e-6)
     np.testing.assert_allclose(windows.data[0, 1], 0.0, atol=1e-6)
 
@@ -130,3 +135,24 @@ def test_bad_specs_rejected():
         WindowSpec(edge="pad")
     with pytest.raises(ValueError):
         WindowSpec(head="middle")
+
+
+def test_our_windows_are_the_original_maggotuba_windows():
+    """The original code's windows (fixture made by running it once, see
+    tests/data/maggotuba_published/README.md) from its raw Point_dynamics rows."""
+    from pathlib import Path
+
+    from maggotuba.features import normalise
+
+    fixture = Path(__file__).parent / "data" / "maggotuba_published"
+    rows = np.load(fixture / "point_dynamics_rows.npy")          # (16, 20, 18), points tail→head
+    points = rows[:, :, 8:18].reshape(len(rows), rows.shape[1], 5, 2)
+    ours = normalise(points, np.load(fixture / "mean_lengths.npy"), WindowSpec(len_traj=20))
+    np.testing.assert_allclose(ours, np.load(fixture / "windows.npy"), atol=1e-6)
+    torch = pytest.importorskip("torch")
+    from maggotuba.models.compat import load_published_encoder
+
+    encoder, _ = load_published_encoder(fixture)
+    with torch.no_grad():
+        embedded = encoder(torch.from_numpy(ours)).numpy()
+    np.testing.assert_allclose(embedded, np.load(fixture / "embeddings.npy"), atol=1e-5)

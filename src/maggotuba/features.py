@@ -20,12 +20,15 @@ Documented choices:
   most of the time, so the head is the end the midpoint mostly moves toward
   (:func:`infer_head_end`).
 * **Scale.** Per larva: every window of a track is divided by the track's
-  median body length (sum of the 5-point segment lengths over its tracked
-  steps), as MaggotUBA divides by the larva's mean length. Shortening within
-  a window (hunch) therefore stays visible.
-* **Rotation and centre.** Per window, over its *present* part: centred on the
-  mean midpoint (point 2); rotated so that the mean tail→head vector points
-  along +x.
+  median body length (sum of the segment lengths of the full input spine over
+  its tracked steps), as MaggotUBA divides by the larva's mean
+  ``larva_length``. Shortening within a window (hunch) therefore stays visible.
+* **Rotation and centre.** As the original MaggotUBA (``data/utils.py``), per
+  window over its *present* part: rotated so that the mean vector from the
+  head (point 4) to the tail (point 0) points along +x, i.e. the head lies at
+  −x; centred on the mean midpoint (point 2). Windows are thus laid out
+  exactly as the published MaggotUBA encoders were trained, and those encoders
+  can be reused on them.
 * **Time grid.** Window points sit at ``anchor + (k - (W-1)/2) * frame_interval``
   (symmetric around the anchor); spines are interpolated linearly between the
   two tracked steps around each grid time, after rounding times to 4 decimals
@@ -123,10 +126,9 @@ def body_length(spine: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.diff(spine, axis=-2), axis=-1).sum(axis=-1)
 
 
-def median_body_lengths(run: Run, spines5: np.ndarray | None = None) -> np.ndarray:
-    """Median 5-point body length of each track over its tracked steps."""
-    spines5 = spine5(run.spine) if spines5 is None else spines5
-    lengths = body_length(spines5)
+def median_body_lengths(run: Run) -> np.ndarray:
+    """Median body length (full spine) of each track over its tracked steps."""
+    lengths = body_length(run.spine)
     out = np.empty(run.n_tracks)
     for i in range(run.n_tracks):
         values = lengths[run.offsets[i]:run.offsets[i + 1]]
@@ -208,7 +210,7 @@ def prepare(run: Run, head: str = "auto") -> PreparedRun:
     key = t[keep] - t.min() + track_of_row[keep] * stride
     counts = np.bincount(track_of_row[keep], minlength=run.n_tracks)
     ends = np.cumsum(counts)
-    scale = median_body_lengths(run, points)
+    scale = median_body_lengths(run)
     return PreparedRun(run=run, key=key, points=points[keep], first=ends - counts, last=ends - 1,
                        stride=stride, scale=scale, head=head)
 
@@ -251,11 +253,11 @@ def windows_for_rows(prepared: PreparedRun, rows: np.ndarray, spec: WindowSpec) 
 
 def normalise(points: np.ndarray, scale: np.ndarray, spec: WindowSpec) -> np.ndarray:
     """``(n, W, 5, 2)`` tail→head windows → ``(n, 2, 5, W)`` float32 model inputs:
-    centred on the present's mean midpoint, mean tail→head vector along +x,
-    divided by ``scale`` (per window)."""
+    centred on the present's mean midpoint, mean head→tail vector along +x
+    (the original MaggotUBA's convention), divided by ``scale`` (per window)."""
     present = points[:, spec.present]
     centre = present[:, :, _MID].mean(axis=1)                            # (n, 2)
-    direction = (present[:, :, -1] - present[:, :, 0]).mean(axis=1)      # (n, 2)
+    direction = (present[:, :, 0] - present[:, :, -1]).mean(axis=1)      # (n, 2) head→tail
     angle = np.arctan2(direction[:, 1], direction[:, 0])
     cos, sin = np.cos(angle), np.sin(angle)
     shifted = points - centre[:, None, None, :]

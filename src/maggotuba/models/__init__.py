@@ -1,0 +1,1 @@
+"""Neural network models of the MaggotUBA backend (these submodules import torch)."""
