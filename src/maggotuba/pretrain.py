@@ -122,6 +122,7 @@ def pretrain(
     resume: bool = True,
     keep_checkpoint: bool = False,
     progress: Callable[[int, float, float | None], None] | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Train the autoencoder; write the best model into ``output_dir``; return the log.
 
@@ -142,7 +143,7 @@ def pretrain(
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    model = AutoEncoder(model_config)
+    model = AutoEncoder(model_config).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     log = {"seed": config.seed, "iterations": config.iterations, "train_loss": [],
            "validation": [], "best_validation_loss": math.inf, "best_iteration": None,
@@ -151,19 +152,20 @@ def pretrain(
     start = 0
     checkpoint_path = output_dir / CHECKPOINT_FILE
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
+        state = torch.load(checkpoint_path, weights_only=True, map_location=device)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         start = int(state["iteration"])
         log = json.loads(state["log"])
     _write_config(output_dir, model_config, spec, config)
-    data = torch.from_numpy(train.data)
+    data = torch.from_numpy(train.data).to(device)
     present = slice(spec.len_pred, spec.len_pred + spec.len_traj)
     started = time.perf_counter()
     for iteration in range(start, config.iterations):
         model.train()
         rng = np.random.default_rng([config.seed, iteration])
-        batch = data[torch.from_numpy(rng.integers(0, len(data), size=config.batch_size))]
+        index = torch.from_numpy(rng.integers(0, len(data), size=config.batch_size)).to(device)
+        batch = data[index]
         loss = torch.nn.functional.mse_loss(model(batch[..., present]), batch)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -173,7 +175,7 @@ def pretrain(
         validation_loss = None
         done = iteration + 1
         if done % config.validate_every == 0 or done == config.iterations:
-            validation_loss = evaluate(model, validation, spec)
+            validation_loss = evaluate(model, validation, spec, device=device)
             log["validation"].append([done, validation_loss])
             if validation_loss < log["best_validation_loss"]:
                 log["best_validation_loss"], log["best_iteration"] = validation_loss, done
@@ -189,13 +191,14 @@ def pretrain(
 
 
 @torch.inference_mode()
-def evaluate(model: AutoEncoder, windows: WindowSet, spec: WindowSpec, batch_size: int = 1024) -> float:
+def evaluate(model: AutoEncoder, windows: WindowSet, spec: WindowSpec, batch_size: int = 1024,
+             device: str = "cpu") -> float:
     """Mean squared reconstruction error over ``windows`` (eval mode)."""
     model.eval()
     present = slice(spec.len_pred, spec.len_pred + spec.len_traj)
     total, count = 0.0, 0
     for start in range(0, len(windows), batch_size):
-        batch = torch.from_numpy(windows.data[start:start + batch_size])
+        batch = torch.from_numpy(windows.data[start:start + batch_size]).to(device)
         error = torch.nn.functional.mse_loss(model(batch[..., present]), batch, reduction="sum")
         total += float(error)
         count += batch.numel()
@@ -228,7 +231,7 @@ def _write_config(directory: Path, model_config: MaggotUBAConfig, spec: WindowSp
 
 def _save_weights(model: AutoEncoder, directory: Path) -> None:
     for module, name in ((model.encoder, ENCODER_FILE), (model.decoder, DECODER_FILE)):
-        state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
         with atomic_path(directory / name) as tmp:
             save_file(state, str(tmp))
 

@@ -1,0 +1,211 @@
+"""Build the shipped default models from scratch, deterministically.
+
+    python -m maggotuba.default_model --real-data ../shared/data/schleyer --device cuda
+
+1. **Pretraining** (self-supervised, no labels): MaggotUBA autoencoder,
+   2-s windows at 10 Hz (``len_traj = len_pred = 20``), 25-dimension latent
+   space, on windows drawn from synthetic larvae (several seeds, frame rates
+   11, 16 and 30 Hz, default and rare-behaviour-rich mixes) and from the real
+   Schleyer-lab tracks (``--real-data``, MIT licence via larvaworld) →
+   ``pretrained_models/default``.
+2. **Tagger** (the 20230111 design): that encoder + one dense layer, 7 labels
+   (upstream names ``back_large, cast_large, hunch_large, roll_large,
+   run_large, stop_large, small_motion``), ``auto`` balancing (inverse
+   frequency class weights), frozen-encoder then fine-tuning phases, ABC→AAC,
+   trained on synthetic larvae with ground truth → ``models/default``.
+3. **Evaluation** on synthetic data it never saw (other seeds, another frame
+   rate, written to and read back from trx.mat): per-class precision, recall,
+   F1 and the confusion matrix → ``models/default/evaluation.json``.
+
+Everything is seeded; on a given device and software stack the output is
+identical run to run (CUDA runs use deterministic algorithms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taggingbackends.formats import load, save
+from taggingbackends.simulate import BEHAVIOURS, SimulationConfig, balanced_weights, simulate
+
+from .features import FULL, WindowSpec, make_windows
+from .models.autoencoder import MaggotUBAConfig
+from .models.tagger import TaggerConfig, TrainingData, load_tagger, save_tagger, train_tagger
+from .predict import predict_run
+from .pretrain import PretrainConfig, load_pretrained, pretrain, sample_windows, split_by_larva
+
+DEFAULT_LABELS = ["back_large", "cast_large", "hunch_large", "roll_large", "run_large",
+                  "stop_large", "small_motion"]
+SIMULATOR_TO_LABEL = {"run": "run_large", "cast": "cast_large", "back": "back_large",
+                      "hunch": "hunch_large", "roll": "roll_large", "stop": "stop_large",
+                      "small_motion": "small_motion"}
+SHIPPED = Path(__file__).parent / "data"
+
+
+def synthetic_runs(seeds, frame_rates, n_larvae: int, duration: float, balanced: bool):
+    """Simulated runs with their ground truth (one per seed, frame rates cycled)."""
+    out = []
+    for i, seed in enumerate(seeds):
+        config = SimulationConfig(n_larvae=n_larvae, duration=duration, seed=int(seed),
+                                  frame_rate=float(frame_rates[i % len(frame_rates)]))
+        if balanced:
+            config = replace(config, behaviour_weights=balanced_weights(config))
+        out.append(simulate(config))
+    return out
+
+
+def label_classes(behaviour: np.ndarray) -> np.ndarray:
+    """Simulator behaviour indices → indices into DEFAULT_LABELS."""
+    mapping = np.array([DEFAULT_LABELS.index(SIMULATOR_TO_LABEL[b]) for b in BEHAVIOURS])
+    return mapping[behaviour]
+
+
+def tagger_data(results, spec: WindowSpec, group_base: int = 0) -> TrainingData:
+    windows, labels, groups = [], [], []
+    for i, result in enumerate(results):
+        w = make_windows(result.run, spec)
+        keep = w.quality == FULL
+        windows.append(w.data[keep])
+        labels.append(label_classes(result.behaviour)[keep])
+        groups.append(group_base + 10_000 * i + result.run.track_index[keep])
+    return TrainingData(np.concatenate(windows), np.concatenate(labels).astype(np.int64),
+                        np.concatenate(groups))
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
+    return np.bincount(truth * n + predicted, minlength=n * n).reshape(n, n)
+
+
+def scores(matrix: np.ndarray, names) -> dict:
+    per_class = {}
+    for i, name in enumerate(names):
+        tp = matrix[i, i]
+        precision = tp / max(matrix[:, i].sum(), 1)
+        recall = tp / max(matrix[i].sum(), 1)
+        f1 = 0.0 if tp == 0 else 2 * precision * recall / (precision + recall)
+        per_class[name] = {"precision": round(float(precision), 4), "recall": round(float(recall), 4),
+                           "f1": round(float(f1), 4), "support": int(matrix[i].sum())}
+    present = [v["f1"] for v in per_class.values() if v["support"] > 0]
+    return {"per_class": per_class, "macro_f1": round(float(np.mean(present)), 4),
+            "accuracy": round(float(np.trace(matrix) / max(matrix.sum(), 1)), 4),
+            "confusion": matrix.tolist(), "labels": list(names)}
+
+
+def evaluate(model_dir: Path, seeds, frame_rate: float, n_larvae: int, duration: float,
+             balanced: bool, device: str = "cpu") -> dict:
+    """Tag unseen synthetic data written as trx.mat and read back; score every step."""
+    saved = load_tagger(model_dir, device=device)
+    matrices = {"all_steps": 0, "full_windows": 0}
+    n = len(DEFAULT_LABELS)
+    with tempfile.TemporaryDirectory() as tmp:
+        for result in synthetic_runs(seeds, [frame_rate], n_larvae, duration, balanced):
+            path = Path(tmp) / f"{result.run.id}_trx.mat"
+            save(result.run, path)
+            run = load(path)
+            prediction = predict_run(saved, run, device=device)
+            truth = label_classes(result.behaviour)
+            matrices["all_steps"] = matrices["all_steps"] + confusion(truth, prediction.classes, n)
+            full = prediction.quality == 0
+            matrices["full_windows"] = matrices["full_windows"] + confusion(
+                truth[full], prediction.classes[full], n)
+    return {name: scores(np.asarray(m), DEFAULT_LABELS) for name, m in matrices.items()}
+
+
+def read_real_runs(directory: Path | None):
+    if directory is None or not directory.is_dir():
+        return []
+    return [load(directory, format="schleyer")]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="Build the shipped default models from scratch.")
+    parser.add_argument("--output", type=Path, default=SHIPPED)
+    parser.add_argument("--real-data", type=Path, default=None,
+                        help="directory of Schleyer-lab CSV tracks used for pretraining")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--pretrain-iterations", type=int, default=10_000)
+    parser.add_argument("--tagger-iterations", default="2000,8000")
+    parser.add_argument("--pretrain-windows", type=int, default=200_000)
+    parser.add_argument("--larvae", type=int, default=60)
+    parser.add_argument("--duration", type=float, default=120.0)
+    parser.add_argument("--quick", action="store_true", help="tiny settings, for a smoke test")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pretrain_iterations, args.tagger_iterations = 50, "20,20"
+        args.pretrain_windows, args.larvae, args.duration = 2_000, 8, 30.0
+    started = time.perf_counter()
+    if args.device.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    # ---- 1. pretraining
+    spec = WindowSpec(len_traj=20, frame_interval=0.1, len_pred=20)
+    model_config = MaggotUBAConfig(len_traj=20, len_pred=20, dim_latent=25)
+    runs = [r.run for r in synthetic_runs(range(100, 106), [11.0, 16.0, 30.0], args.larvae,
+                                          args.duration, balanced=False)]
+    runs += [r.run for r in synthetic_runs(range(200, 203), [11.0, 16.0, 30.0], args.larvae,
+                                           args.duration, balanced=True)]
+    runs += read_real_runs(args.real_data)
+    windows = sample_windows(runs, spec, args.pretrain_windows, seed=1)
+    train, validation = split_by_larva(windows, 0.1, seed=1)
+    pretrained_dir = args.output / "pretrained_models" / "default"
+    log = pretrain(train, validation, model_config, spec, pretrained_dir,
+                   PretrainConfig(iterations=args.pretrain_iterations, seed=100), device=args.device)
+    print(f"pretraining: best validation MSE {log['best_validation_loss']:.5f} at iteration "
+          f"{log['best_iteration']} ({time.perf_counter() - started:.0f} s so far)", flush=True)
+
+    # ---- 2. tagger
+    autoencoder, _, _ = load_pretrained(pretrained_dir)
+    tagger_spec = WindowSpec(len_traj=20, frame_interval=0.1)
+    encoder_config = MaggotUBAConfig(len_traj=20, len_pred=20, dim_latent=25)
+    train_results = (synthetic_runs(range(300, 306), [11.0, 16.0], args.larvae, args.duration, True)
+                     + synthetic_runs(range(400, 402), [11.0, 16.0], args.larvae, args.duration, False))
+    validation_results = synthetic_runs(range(500, 502), [11.0, 16.0], args.larvae // 2,
+                                        args.duration, True)
+    train_data = tagger_data(train_results, tagger_spec)
+    validation_data = tagger_data(validation_results, tagger_spec, group_base=10**7)
+    counts = np.bincount(train_data.labels, minlength=len(DEFAULT_LABELS)).astype(float)
+    weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    weights = weights / weights.sum() * np.count_nonzero(counts)
+    n1, n2 = (int(x) for x in args.tagger_iterations.split(","))
+    config = TaggerConfig(labels=DEFAULT_LABELS, layers=1, iterations=(n1, n2), seed=0,
+                          class_weights=[round(float(w), 6) for w in weights])
+    model, tagger_log = train_tagger(train_data, validation_data, autoencoder.encoder.state_dict(),
+                                     encoder_config, tagger_spec, config, weights, device=args.device)
+    model_dir = args.output / "models" / "default"
+    save_tagger(model.cpu(), config, encoder_config, tagger_spec, model_dir, tagger_log,
+                extra={"training_data": {"windows": len(train_data), "class_counts": counts.tolist(),
+                                         "source": "synthetic larvae, seeds 300-305 (rare behaviours "
+                                                   "oversampled) and 400-401, 11 and 16 Hz"},
+                       "pretrained_model": "default"})
+    print(f"tagger: best validation macro-F1 {tagger_log['best_macro_f1']:.3f} "
+          f"({time.perf_counter() - started:.0f} s so far)", flush=True)
+
+    # ---- 3. evaluation on unseen data (other seeds, 25 Hz, via trx.mat)
+    report = {"unseen_balanced_25Hz_trxmat": evaluate(model_dir, range(900, 902), 25.0, args.larvae // 2,
+                                                       args.duration, True, args.device),
+              "unseen_default_mix_25Hz_trxmat": evaluate(model_dir, range(950, 952), 25.0,
+                                                          args.larvae // 2, args.duration, False,
+                                                          args.device),
+              "device": args.device, "seconds": round(time.perf_counter() - started, 1),
+              "torch": torch.__version__}
+    (model_dir / "evaluation.json").write_text(json.dumps(report, indent=1))
+    for name in ("unseen_balanced_25Hz_trxmat", "unseen_default_mix_25Hz_trxmat"):
+        full = report[name]["all_steps"]
+        print(name, "macro-F1", full["macro_f1"], {k: v["f1"] for k, v in full["per_class"].items()})
+    print(f"done in {report['seconds']} s on {args.device}")
+
+
+if __name__ == "__main__":
+    main()
