@@ -293,6 +293,292 @@ def _per_track(run, behaviour):
         yield track, behaviour[run.offsets[i]:run.offsets[i + 1]]
 
 
+# -------------------------------------------------------------- predict
+_LABEL_INPUT_SUFFIXES = (".label", ".labels", ".json", ".nyxlabel")
+
+
+def _tracking_inputs(paths: List[Path]) -> List[Path]:
+    """Expand directories into the tracking files they hold (one per run).
+
+    A directory of Schleyer CSV files is one run; otherwise files are
+    detected by content, `.outline` partners and `.label` files skipped."""
+    from .formats import detect
+
+    found: List[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise TaggingError(f"{path}: no such file or directory")
+        if path.is_file():
+            found.append(path)
+            continue
+        try:
+            if detect(path).name == "schleyer":
+                found.append(path)
+                continue
+        except TaggingError:
+            pass
+        for candidate in sorted(p for p in path.rglob("*") if p.is_file()):
+            if candidate.suffix.lower() in _LABEL_INPUT_SUFFIXES + (".outline",):
+                continue
+            try:
+                detect(candidate)
+            except TaggingError:
+                continue
+            found.append(candidate)
+    if not found:
+        raise TaggingError("no tracking files found in " + ", ".join(map(str, paths)))
+    return found
+
+
+def output_paths(inputs: List[Path], template: str, model: str) -> List[Path]:
+    """Output file for each input from a template ({dir}, {stem}, {name}, {model});
+    two inputs mapping to one output is an error before anything is tagged."""
+    outputs = []
+    for path in inputs:
+        directory = path if path.is_dir() else path.parent
+        stem = path.name.split(".")[0] if path.is_file() else path.name
+        try:
+            outputs.append(Path(template.format(dir=directory, stem=stem, name=path.name, model=model)))
+        except (KeyError, IndexError, ValueError) as err:
+            raise TaggingError(f"--output {template!r}: bad template ({err}); fields: {{dir}}, "
+                               "{stem}, {name}, {model}") from None
+    seen: dict = {}
+    for path, out in zip(inputs, outputs):
+        key = out.resolve()
+        if key in seen:
+            raise TaggingError(f"{seen[key]} and {path} would both be written to {out}; use an "
+                               "--output template such as '{dir}/{stem}.label'")
+        seen[key] = path
+    return outputs
+
+
+def _check_existing(outputs: List[Path], overwrite: bool, overwrite_edited: bool) -> None:
+    from .data.labels import Labels, is_edited
+
+    for out in outputs:
+        if not out.exists():
+            continue
+        if not overwrite:
+            raise OutputExistsError(f"{out}: already exists (pass --overwrite to replace it)")
+        try:
+            labels = Labels.load(out, verify=False)
+        except TaggingError:
+            continue
+        edited = any(is_edited(e) for track in labels.tracks.values() for e in track.labels)
+        if edited and not overwrite_edited:
+            raise OutputExistsError(f"{out}: holds manually edited labels; pass --overwrite-edited "
+                                    "to replace them (or choose another --output)")
+
+
+@app.command()
+def predict(
+    inputs: List[Path] = typer.Argument(None, metavar="[INPUT]...",
+                                        help="Tracking files or directories (default: the backend "
+                                             "project's data/raw/<instance>)."),
+    model_instance: Optional[str] = typer.Option(None, "--model-instance", "-m",
+                                                 help="Tagger name or directory (default: the shipped default)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="Backend plug-in (default: maggotuba)."),
+    output: str = typer.Option("{dir}/predicted.label", "--output", "-o",
+                               help="Output path template: {dir}, {stem}, {name}, {model}."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 (faster, ≥99.5 % equal labels)."),
+    edges: str = typer.Option("label", "--edges",
+                              help="Steps within half a window of a track end: label (clamped window) or skip."),
+    no_post_processing: bool = typer.Option(False, "--no-post-processing", help="Skip the ABC→AAC rule."),
+    batch_size: int = typer.Option(2048, "--batch-size", min=1, help="Windows per batch."),
+    decode: bool = typer.Option(False, "--decode", help="Write label names instead of integer codes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing label files."),
+    overwrite_edited: bool = typer.Option(False, "--overwrite-edited",
+                                          help="Also replace label files holding manual edits."),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="Backend project mode: data/raw/<sandbox>."),
+) -> None:
+    """Tag every time step of every larva.
+
+    Direct mode: tagging-backend predict demo/trx.mat  (writes demo/predicted.label and
+    demo/predicted.probabilities.h5 with the shipped default tagger).
+    Backend project mode (upstream): tagging-backend predict --model-instance NAME, with the
+    tracking files in data/raw/NAME, writes data/processed/NAME/predicted.label.
+    """
+    from rich.progress import Progress
+
+    from .backends import get_backend
+
+    module = get_backend(backend)
+    if precision not in ("fp32", "bf16"):
+        raise typer.BadParameter("choose fp32 or bf16", param_hint="--precision")
+    if edges not in ("label", "skip"):
+        raise typer.BadParameter("choose label or skip", param_hint="--edges")
+    model_dir = module.resolve_model(model_instance)
+    model_name = model_instance or model_dir.name
+    if inputs:
+        found = _tracking_inputs(list(inputs))
+        outputs = output_paths(found, output, model_name)
+    else:  # backend project mode
+        token = sandbox or model_instance
+        if not token:
+            raise typer.BadParameter("give input files, or --model-instance/--sandbox in a backend project")
+        raw, processed = Path("data/raw") / token, Path("data/processed") / token
+        found = _tracking_inputs([raw])
+        outputs = [processed / p.relative_to(raw).parent / "predicted.label" if p != raw
+                   else processed / "predicted.label" for p in found]
+        output_paths(found, "{dir}/predicted.label", model_name)  # collision check on inputs
+    _check_existing(outputs, overwrite, overwrite_edited)
+    saved = module.load_model(model_dir, device=device)
+    options = module.PredictOptions(device=device, precision=precision, batch_size=batch_size, edges=edges,
+                                    post_processing=[] if no_post_processing else None, decode=decode)
+    with Progress(console=console, disable=state.quiet, transient=True) as progress:
+        task = progress.add_task("tagging", total=len(found))
+        for path, out in zip(found, outputs):
+            result = module.predict_file(saved, path, out, options, model_name=model_name)
+            progress.advance(task)
+            say(f"{path} → {out} ({result['larvae']} larvae, {result['steps']} steps; "
+                f"probabilities in {result['sidecar'].name})")
+
+
+# ---------------------------------------------------------------- train
+def _parse_iterations(text: str) -> tuple:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter("N or N1,N2 (integers)", param_hint="--iterations") from None
+    if len(values) == 1:
+        values = [values[0], values[0]]
+    if len(values) != 2 or min(values) < 0:
+        raise typer.BadParameter("N or N1,N2", param_hint="--iterations")
+    return tuple(values)
+
+
+def _csv(text: Optional[str]) -> Optional[list]:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
+
+
+def _train_common(data: List[Path], name: str, *, start_from: Optional[str], labels, balancing, class_weights,
+                  sample_size, include_all, iterations, layers, seed, window_length, frame_interval,
+                  pretrained, device, backend, models_dir: Path, write_dataset: Optional[Path]) -> None:
+    from .backends import get_backend
+
+    module = get_backend(backend)
+    if balancing not in ("auto", "maggotuba", "none"):
+        raise typer.BadParameter("auto, maggotuba or none", param_hint="--balancing-strategy")
+    weights = None
+    if class_weights:
+        try:
+            weights = [float(w) for w in _csv(class_weights)]
+        except ValueError:
+            raise typer.BadParameter("comma-separated numbers", param_hint="--class-weights") from None
+    output_dir = Path(name) if ("/" in name or name.startswith(".")) else models_dir / name
+    if output_dir.exists() and any(output_dir.iterdir()):
+        raise OutputExistsError(f"{output_dir}: model instance already exists; choose another name")
+    options = module.TrainOptions(labels=_csv(labels), balancing=balancing, class_weights=weights,
+                                  sample_size=sample_size, include_all=include_all or None,
+                                  iterations=_parse_iterations(iterations), layers=layers, seed=seed,
+                                  window_length=window_length, frame_interval=frame_interval, device=device,
+                                  write_dataset=write_dataset)
+    base = module.resolve_model(start_from) if start_from else None
+    encoder = None if base else module.resolve_pretrained(pretrained)
+    result = module.train_instance([Path(d) for d in data], output_dir, options, pretrained=encoder,
+                                   start_from=base)
+    say(f"wrote {result['output']} ({', '.join(result['labels'])}; {result['samples']} training windows; "
+        f"best validation macro-F1 {result['best_macro_f1']:.3f})")
+
+
+_TRAIN_OPTIONS = dict(
+    labels=typer.Option(None, "--labels", help="Comma-separated labels or selectors (¬label for one-vs-rest)."),
+    balancing=typer.Option("auto", "--balancing-strategy", help="auto, maggotuba or none."),
+    class_weights=typer.Option(None, "--class-weights", help="Comma-separated, one per label."),
+    sample_size=typer.Option(None, "--sample-size", help="At most this many training windows."),
+    include_all=typer.Option("edited", "--include-all", help="Always keep steps carrying this label."),
+    iterations=typer.Option("1000,1000", "--iterations", help="N1,N2: frozen-encoder then fine-tuning iterations."),
+    layers=typer.Option(1, "--layers", help="Dense layers of the classifier."),
+    seed=typer.Option(0, "--seed"),
+    window_length=typer.Option(None, "--window-length", help="Window points (must match the encoder)."),
+    frame_interval=typer.Option(None, "--frame-interval", help="Seconds between window points."),
+    device=typer.Option("cpu", "--device"),
+    backend=typer.Option(None, "--backend"),
+    models_dir=typer.Option(Path("models"), "--models-dir", help="Where new model instances go."),
+    write_dataset=typer.Option(None, "--write-dataset", help="Also save the larva_dataset_*.hdf5 here."),
+)
+
+
+@app.command()
+def train(
+    data: List[Path] = typer.Argument(..., metavar="DATA_DIR...", help="Label files or directories of them."),
+    name: str = typer.Option(..., "--model-instance", "-m", help="Name of the new model instance."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained-model-instance",
+                                             help="Pretrained encoder: name or directory (ours or the "
+                                                  "original MaggotUBA's); default: shipped default."),
+    labels: Optional[str] = _TRAIN_OPTIONS["labels"], balancing: str = _TRAIN_OPTIONS["balancing"],
+    class_weights: Optional[str] = _TRAIN_OPTIONS["class_weights"],
+    sample_size: Optional[int] = _TRAIN_OPTIONS["sample_size"], include_all: str = _TRAIN_OPTIONS["include_all"],
+    iterations: str = _TRAIN_OPTIONS["iterations"], layers: int = _TRAIN_OPTIONS["layers"],
+    seed: int = _TRAIN_OPTIONS["seed"], window_length: Optional[int] = _TRAIN_OPTIONS["window_length"],
+    frame_interval: Optional[float] = _TRAIN_OPTIONS["frame_interval"], device: str = _TRAIN_OPTIONS["device"],
+    backend: Optional[str] = _TRAIN_OPTIONS["backend"], models_dir: Path = _TRAIN_OPTIONS["models_dir"],
+    write_dataset: Optional[Path] = _TRAIN_OPTIONS["write_dataset"],
+) -> None:
+    """Train a new tagger on labelled data (label files with their tracking files).
+
+    Example: tagging-backend train demo --model-instance mytagger --iterations 200,200
+    """
+    _train_common(data, name, start_from=None, labels=labels, balancing=balancing, class_weights=class_weights,
+                  sample_size=sample_size, include_all=include_all, iterations=iterations, layers=layers,
+                  seed=seed, window_length=window_length, frame_interval=frame_interval, pretrained=pretrained,
+                  device=device, backend=backend, models_dir=models_dir, write_dataset=write_dataset)
+
+
+@app.command()
+def finetune(
+    data: List[Path] = typer.Argument(..., metavar="DATA_DIR...", help="Label files or directories of them."),
+    start_from: str = typer.Option("default", "--model-instance", "-m",
+                                   help="Existing tagger to start from."),
+    name: str = typer.Option(..., "--output-instance", "-O", help="Name of the new model instance."),
+    labels: Optional[str] = _TRAIN_OPTIONS["labels"], balancing: str = _TRAIN_OPTIONS["balancing"],
+    class_weights: Optional[str] = _TRAIN_OPTIONS["class_weights"],
+    sample_size: Optional[int] = _TRAIN_OPTIONS["sample_size"], include_all: str = _TRAIN_OPTIONS["include_all"],
+    iterations: str = _TRAIN_OPTIONS["iterations"], seed: int = _TRAIN_OPTIONS["seed"],
+    device: str = _TRAIN_OPTIONS["device"], backend: Optional[str] = _TRAIN_OPTIONS["backend"],
+    models_dir: Path = _TRAIN_OPTIONS["models_dir"],
+) -> None:
+    """Further train an existing tagger on new labelled data; saves a NEW model instance.
+
+    Example: tagging-backend finetune demo --model-instance default --output-instance default-mylab
+    """
+    _train_common(data, name, start_from=start_from, labels=labels, balancing=balancing,
+                  class_weights=class_weights, sample_size=sample_size, include_all=include_all,
+                  iterations=iterations, layers=1, seed=seed, window_length=None, frame_interval=None,
+                  pretrained=None, device=device, backend=backend, models_dir=models_dir, write_dataset=None)
+
+
+@app.command()
+def pretrain(
+    data: List[Path] = typer.Argument(..., metavar="TRACKING...", help="Tracking files (no labels needed)."),
+    name: str = typer.Option(..., "--model-instance", "-m", help="Name (or directory) of the new encoder."),
+    window_length: int = typer.Option(20, "--window-length", min=2, help="Points per window."),
+    frame_interval: float = typer.Option(0.1, "--frame-interval", help="Seconds between points."),
+    latent: int = typer.Option(25, "--latent-dim", min=1, help="Latent space size."),
+    iterations: int = typer.Option(1000, "--iterations", min=1),
+    windows: int = typer.Option(100_000, "--windows", min=10, help="Windows sampled for training."),
+    seed: int = typer.Option(100, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    backend: Optional[str] = typer.Option(None, "--backend"),
+    models_dir: Path = typer.Option(Path("pretrained_models"), "--models-dir"),
+) -> None:
+    """Self-supervised pretraining of the MaggotUBA autoencoder on tracking data.
+
+    Resumes from its checkpoint if interrupted. Example:
+    tagging-backend pretrain demo/trx.mat --model-instance mine --iterations 200
+    """
+    from .backends import get_backend
+
+    module = get_backend(backend)
+    output_dir = Path(name) if ("/" in name or name.startswith(".")) else models_dir / name
+    found = _tracking_inputs(list(data))
+    result = module.pretrain_instance(found, output_dir, window_length=window_length,
+                                      frame_interval=frame_interval, latent=latent, iterations=iterations,
+                                      windows=windows, seed=seed, device=device)
+    say(f"wrote {result['output']} ({result['windows']} windows; best validation MSE {result['best_loss']:.5f})")
+
+
 # ----------------------------------------------------------------- main
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: run the app, turning user errors into one line."""

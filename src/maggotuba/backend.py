@@ -1,0 +1,238 @@
+"""The MaggotUBA backend as ``tagging-backend`` sees it (entry point
+``taggingbackends.backends: maggotuba``): model resolution and the predict,
+train, finetune and pretrain workflows. The command line only parses options
+and reports; everything else is here.
+
+Model instances are looked up, in order: an existing directory path; the
+backend project's ``models/<name>`` (or ``pretrained_models/<name>``) under
+the current directory; the models shipped inside this package
+(``maggotuba/data/models/default`` and ``maggotuba/data/pretrained_models/default``).
+A pretrained model may also be an experiment directory of the original
+MaggotUBA code (``config.json`` + ``best_validated_encoder.pt``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from taggingbackends.errors import TaggingError
+
+SHIPPED = Path(__file__).parent / "data"
+DEFAULT_MODEL = "default"
+DEFAULT_PRETRAINED = "default"
+
+
+def _candidates(name: str, kind: str, project: Path) -> list[Path]:
+    return [Path(name), project / kind / name, SHIPPED / kind / name]
+
+
+def resolve_model(name: str | None, project: Path | None = None) -> Path:
+    """Directory of the tagger ``name`` (default: the shipped default)."""
+    project = project or Path.cwd()
+    name = name or DEFAULT_MODEL
+    for path in _candidates(name, "models", project):
+        if (path / "clf_config.json").is_file():
+            return path
+    known = sorted({p.name for base in (project / "models", SHIPPED / "models") if base.is_dir()
+                    for p in base.iterdir() if (p / "clf_config.json").is_file()})
+    raise TaggingError(f"model instance {name!r} not found (known: {', '.join(known) or 'none'}; "
+                       "or give the path of a model directory)")
+
+
+def resolve_pretrained(name: str | None, project: Path | None = None) -> Path:
+    """Directory of a pretrained encoder: ours or the original MaggotUBA's."""
+    project = project or Path.cwd()
+    name = name or DEFAULT_PRETRAINED
+    for path in _candidates(name, "pretrained_models", project):
+        if (path / "autoencoder_config.json").is_file() or (path / "best_validated_encoder.pt").is_file():
+            return path
+    raise TaggingError(f"pretrained model {name!r} not found (give a pretrained_models/ instance "
+                       "name or the path of a directory with its encoder)")
+
+
+def load_model(directory: Path, device: str = "cpu"):
+    """The tagger in ``directory`` (a :class:`maggotuba.models.tagger.SavedTagger`)."""
+    from .models.tagger import load_tagger
+
+    return load_tagger(directory, device=device)
+
+
+def load_encoder(directory: Path):
+    """(encoder state dict, MaggotUBAConfig) from our format or the original's."""
+    from .models.compat import load_published_encoder
+
+    if (directory / "best_validated_encoder.safetensors").is_file():
+        from .pretrain import load_pretrained
+
+        model, config, _ = load_pretrained(directory)
+        return model.encoder.state_dict(), config
+    encoder, config = load_published_encoder(directory)
+    return encoder.state_dict(), config
+
+
+# ------------------------------------------------------------------ predict
+@dataclass
+class PredictOptions:
+    device: str = "cpu"
+    precision: str = "fp32"
+    batch_size: int = 2048
+    edges: str = "label"
+    post_processing: Sequence[str] | None = None
+    decode: bool = False
+
+
+def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
+                 model_name: str | None = None) -> dict:
+    """Tag one tracking file; write the `.label` and its probabilities sidecar."""
+    from taggingbackends.formats import load
+
+    from .predict import predict_run, probabilities_path, to_labels, write_probabilities
+
+    run = load(input_path)
+    prediction = predict_run(saved, run, device=options.device, precision=options.precision,
+                             batch_size=options.batch_size, edges=options.edges,
+                             post_processing=options.post_processing)
+    tracking = [p for p in run.source if p.suffix.lower() not in (".label", ".labels", ".json", ".nyxlabel")]
+    labels = to_labels(prediction, saved, model_name=model_name, tracking=tracking, edges=options.edges,
+                       post_processing=options.post_processing)
+    sidecar = write_probabilities(prediction, probabilities_path(output), saved.weights_sha1)
+    labels.dump(output, encode=not options.decode)
+    return {"input": input_path, "output": output, "sidecar": sidecar, "larvae": run.n_tracks,
+            "steps": run.n_steps, "timings": prediction.timings}
+
+
+# -------------------------------------------------------------------- train
+@dataclass
+class TrainOptions:
+    labels: Sequence[str] | None = None
+    balancing: str = "auto"
+    class_weights: Sequence[float] | None = None
+    sample_size: int | None = None
+    include_all: str | None = "edited"
+    iterations: tuple[int, int] = (1000, 1000)
+    layers: int = 1
+    seed: int = 0
+    window_length: int | None = None
+    frame_interval: float | None = None
+    device: str = "cpu"
+    validation_fraction: float = 0.2
+    write_dataset: Path | None = None
+
+
+def discover_labels(sources: Sequence[Path]) -> list[str]:
+    """Primary label names declared by the label files of a data repository."""
+    from taggingbackends.data.labels import Labels
+    from taggingbackends.datasets import labelled_files
+
+    names: list[str] = []
+    for source in sources:
+        files = labelled_files(source) if source.is_dir() else [source]
+        for path in files:
+            if path.suffix.lower() in (".label", ".labels", ".json", ".nyxlabel"):
+                for name in Labels.load(path, verify=False).names:
+                    if name not in names:
+                        names.append(name)
+    if not names:
+        raise TaggingError("no label names found in the training data; pass --labels")
+    return names
+
+
+def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOptions, *,
+                   pretrained: Path | None = None, start_from: Path | None = None,
+                   progress: Callable[[str, int, float], None] | None = None) -> dict:
+    """Build a dataset from labelled files, train a tagger, save it in ``output_dir``.
+
+    ``start_from`` (finetune) is an existing tagger whose encoder, classifier,
+    labels and window geometry are reused; otherwise the encoder comes from
+    ``pretrained`` (default: the shipped ``pretrained_models/default``).
+    """
+    from .dataset import build_dataset, split, write_hdf5
+    from .features import WindowSpec
+    from .models.tagger import TaggerConfig, load_tagger, save_tagger, train_tagger
+
+    classifier_state = None
+    if start_from is not None:
+        base = load_tagger(start_from)
+        labels = list(options.labels or base.config.labels)
+        if labels != base.config.labels:
+            raise TaggingError(f"finetune keeps the labels of {start_from.name} "
+                               f"({', '.join(base.config.labels)}); got {', '.join(labels)}")
+        encoder_state = base.model.encoder.state_dict()
+        classifier_state = base.model.classifier.state_dict()
+        model_config, spec, layers = base.model_config, base.spec, base.config.layers
+    else:
+        pretrained = pretrained or resolve_pretrained(None)
+        encoder_state, model_config = load_encoder(pretrained)
+        labels = list(options.labels or discover_labels(sources))
+        interval = options.frame_interval or _pretrained_interval(pretrained)
+        spec = WindowSpec(len_traj=model_config.len_traj, frame_interval=interval)
+        layers = options.layers
+    if options.window_length is not None and options.window_length != spec.len_traj:
+        raise TaggingError(f"--window-length {options.window_length} differs from the encoder's "
+                           f"{spec.len_traj} points; pretrain an encoder with that window length")
+    dataset = build_dataset(list(sources), labels, replace(spec, len_pred=0),
+                            balancing=options.balancing, sample_size=options.sample_size,
+                            include_all=options.include_all, class_weights=options.class_weights,
+                            seed=options.seed)
+    if options.write_dataset is not None:
+        write_hdf5(dataset, options.write_dataset)
+    train, validation = split(dataset, options.validation_fraction, seed=options.seed)
+    if validation.n_samples == 0:
+        raise TaggingError("too few larvae to hold some out for validation")
+    config = TaggerConfig(labels=labels, layers=layers, iterations=tuple(options.iterations),
+                          seed=options.seed, balancing=options.balancing,
+                          class_weights=[float(w) for w in dataset.class_weights])
+    model, log = train_tagger(_training_data(train), _training_data(validation), encoder_state,
+                              model_config, spec, config, dataset.class_weights, device=options.device,
+                              progress=progress, classifier_state=classifier_state)
+    save_tagger(model.cpu(), config, model_config, spec, output_dir, log,
+                extra={"training_data": {"sources": [str(s) for s in dataset.sources],
+                                         "samples": int(dataset.n_samples),
+                                         "class_counts": np.asarray(dataset.counts_after).tolist()},
+                       "pretrained_model": str(start_from or pretrained)})
+    return {"output": output_dir, "samples": int(dataset.n_samples), "best_macro_f1": log["best_macro_f1"],
+            "labels": labels}
+
+
+def _training_data(part):
+    from .models.tagger import TrainingData
+
+    return TrainingData(part.windows, part.labels, part.groups)
+
+
+def _pretrained_interval(directory: Path) -> float:
+    config = directory / "autoencoder_config.json"
+    if config.is_file():
+        window = json.loads(config.read_text()).get("window", {})
+        return float(window.get("frame_interval", 0.1))
+    return 0.1
+
+
+# ----------------------------------------------------------------- pretrain
+def pretrain_instance(sources: Sequence[Path], output_dir: Path, *, window_length: int = 20,
+                      frame_interval: float = 0.1, latent: int = 25, iterations: int = 1000,
+                      windows: int = 100_000, seed: int = 100, device: str = "cpu",
+                      progress: Callable[[int, float, float | None], None] | None = None) -> dict:
+    """Self-supervised pretraining on tracking files (no labels needed)."""
+    from taggingbackends.formats import load
+
+    from .features import WindowSpec
+    from .models.autoencoder import MaggotUBAConfig
+    from .pretrain import PretrainConfig, pretrain, sample_windows, split_by_larva
+
+    runs = [load(path) for path in sources]
+    spec = WindowSpec(len_traj=window_length, frame_interval=frame_interval, len_pred=window_length)
+    sampled = sample_windows(runs, spec, windows, seed=seed)
+    if len(sampled) < 10:
+        raise TaggingError(f"only {len(sampled)} full windows in the data: tracks too short "
+                           f"for {window_length} points at {frame_interval} s")
+    train, validation = split_by_larva(sampled, 0.1, seed=seed)
+    config = MaggotUBAConfig(len_traj=window_length, len_pred=window_length, dim_latent=latent)
+    log = pretrain(train, validation, config, spec, output_dir,
+                   PretrainConfig(iterations=iterations, seed=seed), progress=progress, device=device)
+    return {"output": output_dir, "windows": len(sampled), "best_loss": log["best_validation_loss"]}

@@ -1,0 +1,127 @@
+"""End-to-end: predict with the shipped default, train, finetune and pretrain from the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from taggingbackends.data.labels import Labels  # noqa: E402
+
+CLI = [sys.executable, "-m", "taggingbackends.cli"]
+SIM_TO_DEFAULT = {"run": "run_large", "cast": "cast_large", "back": "back_large", "hunch": "hunch_large",
+                  "roll": "roll_large", "stop": "stop_large", "small_motion": "small_motion"}
+
+
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    for seed, name in ((1, "a"), (2, "b")):
+        result = cli("simulate", root / name, "-n", "6", "--duration", "25", "--seed", seed,
+                     "--format", "trxmat", "--balanced")
+        assert result.returncode == 0, result.stderr
+    return root
+
+
+@pytest.fixture
+def work(demo, tmp_path):
+    """A copy of the simulated data to predict into (the originals stay pristine for training:
+    several label files beside one tracking file make discovery keep only the last one)."""
+    shutil.copytree(demo, tmp_path / "copy")
+    return tmp_path / "copy"
+
+
+def test_predict_with_the_shipped_default(work):
+    demo = work
+    result = cli("predict", demo / "a" / "trx.mat", "--decode")
+    assert result.returncode == 0, result.stderr
+    predicted = Labels.load(demo / "a" / "predicted.label")
+    truth = Labels.load(demo / "a" / "groundtruth.label")
+    assert predicted.n_steps == truth.n_steps  # every step of every larva
+    agree = [SIM_TO_DEFAULT[t] == p for larva in truth
+             for t, p in zip(truth[larva].labels, predicted[larva].labels)]
+    assert np.mean(agree) > 0.8
+    assert (demo / "a" / "predicted.probabilities.h5").exists()
+    provenance = predicted.metadata["provenance"]
+    assert provenance["model"]["instance"] == "default" and len(provenance["model"]["weights_sha1"]) == 40
+    assert predicted.dependencies[0]["filename"] == "trx.mat"
+    # an existing output is not replaced silently; deterministic when replaced
+    again = cli("predict", demo / "a" / "trx.mat", "--decode")
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    first = [predicted[larva].labels for larva in predicted]
+    assert cli("predict", demo / "a" / "trx.mat", "--decode", "--overwrite").returncode == 0
+    assert [Labels.load(demo / "a" / "predicted.label")[larva].labels for larva in predicted] == first
+
+
+def test_predict_output_template_and_collisions(work, tmp_path):
+    demo = work
+    both = cli("predict", demo / "a" / "trx.mat", demo / "b" / "trx.mat", "--output", str(tmp_path / "x.label"))
+    assert both.returncode == 1 and "would both be written" in both.stderr
+    assert not (tmp_path / "x.label").exists()
+    ok = cli("predict", demo / "a" / "trx.mat", demo / "b" / "trx.mat",
+             "--output", "{dir}/{stem}-{model}.label", "--edges", "skip")
+    assert ok.returncode == 0, ok.stderr
+    assert (demo / "a" / "trx-default.label").exists() and (demo / "b" / "trx-default.label").exists()
+
+
+def test_edited_labels_need_an_explicit_flag(demo, tmp_path):
+    labels = Labels.load(demo / "b" / "groundtruth.label")
+    labels.append_label("edited")
+    target = tmp_path / "edited.label"
+    labels.tracking = [demo / "b" / "trx.mat"]
+    labels.dump(target)
+    refused = cli("predict", demo / "b" / "trx.mat", "--output", str(target), "--overwrite")
+    assert refused.returncode == 1 and "--overwrite-edited" in refused.stderr
+
+
+def test_train_then_finetune_then_predict(demo, tmp_path):
+    result = cli("train", demo, "--model-instance", "mine", "--iterations", "20,20", "--labels",
+                 "run,cast,stop,small_motion", "--models-dir", tmp_path / "models", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "models" / "mine" / "clf_config.json").read_text())
+    assert config["labels"] == ["run", "cast", "stop", "small_motion"] and config["iterations"] == [20, 20]
+    tuned = cli("finetune", demo, "--model-instance", tmp_path / "models" / "mine", "--output-instance",
+                "mine2", "--iterations", "0,10", "--models-dir", tmp_path / "models")
+    assert tuned.returncode == 0, tuned.stderr
+    predicted = cli("predict", demo / "b" / "trx.mat", "-m", tmp_path / "models" / "mine2",
+                    "--output", str(tmp_path / "p.label"))
+    assert predicted.returncode == 0, predicted.stderr
+    assert Labels.load(tmp_path / "p.label").names == ["run", "cast", "stop", "small_motion"]
+    exists = cli("train", demo, "--model-instance", "mine", "--models-dir", tmp_path / "models")
+    assert exists.returncode == 1 and "already exists" in exists.stderr
+
+
+def test_train_rejects_bad_options(demo, tmp_path):
+    bad = cli("train", demo, "-m", "x", "--balancing-strategy", "magic", "--models-dir", tmp_path)
+    assert bad.returncode == 2
+    weights = cli("train", demo, "-m", "y", "--labels", "run,cast", "--class-weights", "1,2,3",
+                  "--iterations", "1,1", "--models-dir", tmp_path)
+    assert weights.returncode == 1 and "class weights" in weights.stderr
+
+
+def test_pretrain_small(demo, tmp_path):
+    result = cli("pretrain", demo / "a" / "trx.mat", "--model-instance", tmp_path / "enc", "--iterations", "5",
+                 "--windows", "300", "--window-length", "10", "--latent-dim", "4")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "enc" / "best_validated_encoder.safetensors").exists()
+    trained = cli("train", demo, "-m", "from-mine", "--pretrained-model-instance", tmp_path / "enc",
+                  "--iterations", "5,5", "--labels", "run,cast", "--models-dir", tmp_path / "models")
+    assert trained.returncode == 0, trained.stderr
+
+
+def test_train_from_published_maggotuba_encoder(demo, tmp_path):
+    published = Path(__file__).parent / "data" / "maggotuba_published"
+    result = cli("train", demo, "-m", "from-published", "--pretrained-model-instance", published,
+                 "--iterations", "5,0", "--labels", "run,cast", "--models-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
