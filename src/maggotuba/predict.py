@@ -103,7 +103,7 @@ def make_encoder(saved: SavedTagger, device: str, precision: str) -> Callable[[n
 def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision: str = "fp32",
                 batch_size: int = DEFAULT_BATCH_SIZE, edges: str = "label",
                 post_processing: Sequence[str] | None = None,
-                encode: Callable[[np.ndarray], torch.Tensor] | None = None) -> Prediction:
+                encode: Callable[[np.ndarray], torch.Tensor | np.ndarray] | None = None) -> Prediction:
     """Tag every step of ``run`` with ``saved``; ``post_processing`` defaults to the
     model's own (``abc_aac`` for the default tagger)."""
     if edges not in ("label", "skip"):
@@ -128,6 +128,8 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
             break
         tick = time.perf_counter()
         latent = encode(windows.data)
+        if isinstance(latent, np.ndarray):
+            latent = torch.from_numpy(latent).to(device)
         if latent.device.type == "cuda":
             torch.cuda.synchronize()
         timings["encoder"] += time.perf_counter() - tick
