@@ -1,4 +1,4 @@
-"""Model inputs: fixed-grid, normalised 5-point spine windows (numpy only).
+"""Model inputs: fixed-grid, normalised 5-point spine windows.
 
 The MaggotUBA encoder sees a larva through a *window*: ``len_traj`` spines
 sampled every ``frame_interval`` seconds (default 20 points at 10 Hz, i.e. a
@@ -43,10 +43,11 @@ Documented choices:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
+import torch
 
 from taggingbackends.data.tracks import Run
 
@@ -195,6 +196,21 @@ class PreparedRun:
     stride: float
     scale: np.ndarray        # (n_tracks,) median body length
     head: str
+    _devices: dict = field(default_factory=dict, repr=False)
+
+    def on(self, device: str = "cpu") -> DevicePrepared:
+        """The arrays as torch tensors on ``device`` (converted once, then cached)."""
+        if device not in self._devices:
+            run = self.run
+            track = run.track_index
+            anchor = np.round(run.t, _TIME_DECIMALS) - run.t.min() + track * self.stride
+            as_tensor = lambda a, dtype: torch.as_tensor(a, dtype=dtype, device=device)  # noqa: E731
+            self._devices[device] = DevicePrepared(
+                key=as_tensor(self.key, torch.float64), points=as_tensor(self.points, torch.float64),
+                first=as_tensor(self.first, torch.int64), last=as_tensor(self.last, torch.int64),
+                scale=as_tensor(self.scale, torch.float64), track=as_tensor(track, torch.int64),
+                anchor=as_tensor(anchor, torch.float64))
+        return self._devices[device]
 
 
 def prepare(run: Run, head: str = "auto") -> PreparedRun:
@@ -216,55 +232,80 @@ def prepare(run: Run, head: str = "auto") -> PreparedRun:
 
 
 def windows_for_rows(prepared: PreparedRun, rows: np.ndarray, spec: WindowSpec) -> Windows:
-    """Normalised windows anchored at ``rows`` of the run (vectorised)."""
-    run = prepared.run
+    """Normalised windows anchored at ``rows`` of the run (vectorised, numpy in and out)."""
     rows = np.asarray(rows, dtype=np.int64)
-    track = run.track_index[rows]
-    t0 = run.t.min()
-    anchor = np.round(run.t[rows], _TIME_DECIMALS) - t0 + track * prepared.stride
-    query = anchor[:, None] + spec.grid()[None, :]                       # (n, W)
-    lo_key = prepared.key[np.minimum(prepared.first[track], len(prepared.key) - 1)]
-    hi_key = prepared.key[np.maximum(prepared.last[track], 0)]
-    has_data = prepared.last[track] >= prepared.first[track]
+    data, quality = device_windows(prepared.on("cpu"), torch.from_numpy(rows), spec)
+    return Windows(data=data.numpy(), rows=rows, quality=quality.numpy())
+
+
+@dataclass
+class DevicePrepared:
+    """A :class:`PreparedRun`'s arrays as torch tensors on one device."""
+
+    key: "torch.Tensor"
+    points: "torch.Tensor"
+    first: "torch.Tensor"
+    last: "torch.Tensor"
+    scale: "torch.Tensor"
+    track: "torch.Tensor"        # (n_steps,) track of each row
+    anchor: "torch.Tensor"       # (n_steps,) time key of each row
+
+
+def device_windows(prepared: DevicePrepared, rows: "torch.Tensor",
+                   spec: WindowSpec) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """The window computation, on whatever device ``prepared`` lives: ``(n, 2, 5, W)``
+    float32 windows and ``(n,)`` int8 quality. Time arithmetic in float64."""
+    device = prepared.key.device
+    rows = rows.to(device)
+    track = prepared.track[rows]
+    grid = torch.as_tensor(spec.grid(), dtype=torch.float64, device=device)
+    query = prepared.anchor[rows][:, None] + grid[None, :]                      # (n, W)
+    first, last = prepared.first[track], prepared.last[track]
+    lo_key = prepared.key[first.clamp(max=len(prepared.key) - 1)]
+    hi_key = prepared.key[last.clamp(min=0)]
     outside = (query < lo_key[:, None] - 1e-9) | (query > hi_key[:, None] + 1e-9)
-    query = np.clip(query, lo_key[:, None], hi_key[:, None])
-    right = np.searchsorted(prepared.key, query, side="left")
-    right = np.clip(right, (prepared.first[track] + 1)[:, None], prepared.last[track][:, None])
-    single = prepared.first[track] == prepared.last[track]               # one tracked step
-    right = np.where(single[:, None], prepared.first[track][:, None], right)
-    left = np.where(single[:, None], right, right - 1)
+    query = torch.minimum(torch.maximum(query, lo_key[:, None]), hi_key[:, None])
+    right = torch.searchsorted(prepared.key, query.contiguous(), side="left")
+    right = torch.minimum(torch.maximum(right, (first + 1)[:, None]), last[:, None])
+    single = (first == last)[:, None]                                          # one tracked step
+    right = torch.where(single, first[:, None], right)
+    left = torch.where(single, right, right - 1)
     t_left, t_right = prepared.key[left], prepared.key[right]
     gap = t_right - t_left
-    with np.errstate(invalid="ignore", divide="ignore"):
-        weight = np.where(gap > 0, (query - t_left) / gap, 0.0)
-    weight = np.clip(weight, 0.0, 1.0)[..., None, None]
+    weight = torch.where(gap > 0, (query - t_left) / torch.where(gap > 0, gap, 1.0), 0.0)
+    weight = weight.clamp(0.0, 1.0)[..., None, None]
     points = prepared.points[left] * (1 - weight) + prepared.points[right] * weight  # (n, W, 5, 2)
-    quality = np.full(len(rows), FULL, dtype=np.int8)
-    quality[outside.any(axis=1)] = CLAMPED
-    quality[(gap > spec.max_gap + 1e-9).any(axis=1)] = GAPPED
-    invalid = ~has_data
+    quality = torch.full((len(rows),), FULL, dtype=torch.int8, device=device)
+    quality[outside.any(dim=1)] = CLAMPED
+    quality[(gap > spec.max_gap + 1e-9).any(dim=1)] = GAPPED
+    invalid = last < first
     if spec.edge == "invalid":
         invalid |= quality == CLAMPED
     quality[invalid] = INVALID
-    data = normalise(points, prepared.scale[track], spec)
-    data[invalid] = np.nan
-    return Windows(data=data, rows=rows, quality=quality)
+    data = _normalise(points, prepared.scale[track], spec)
+    data[invalid] = float("nan")
+    return data, quality
 
 
 def normalise(points: np.ndarray, scale: np.ndarray, spec: WindowSpec) -> np.ndarray:
     """``(n, W, 5, 2)`` tail→head windows → ``(n, 2, 5, W)`` float32 model inputs:
     centred on the present's mean midpoint, mean head→tail vector along +x
     (the original MaggotUBA's convention), divided by ``scale`` (per window)."""
+    return _normalise(torch.as_tensor(np.asarray(points, dtype=np.float64)),
+                      torch.as_tensor(np.asarray(scale, dtype=np.float64)), spec).numpy()
+
+
+def _normalise(points: "torch.Tensor", scale: "torch.Tensor", spec: WindowSpec) -> "torch.Tensor":
     present = points[:, spec.present]
-    centre = present[:, :, _MID].mean(axis=1)                            # (n, 2)
-    direction = (present[:, :, 0] - present[:, :, -1]).mean(axis=1)      # (n, 2) head→tail
-    angle = np.arctan2(direction[:, 1], direction[:, 0])
-    cos, sin = np.cos(angle), np.sin(angle)
+    centre = present[:, :, _MID].mean(dim=1)                                   # (n, 2)
+    direction = (present[:, :, 0] - present[:, :, -1]).mean(dim=1)             # (n, 2) head→tail
+    angle = torch.atan2(direction[:, 1], direction[:, 0])
+    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
     shifted = points - centre[:, None, None, :]
-    x = (shifted[..., 0] * cos[:, None, None] + shifted[..., 1] * sin[:, None, None])
-    y = (-shifted[..., 0] * sin[:, None, None] + shifted[..., 1] * cos[:, None, None])
-    out = np.stack([x, y], axis=1) / scale[:, None, None, None]          # (n, 2, W, 5)
-    return np.ascontiguousarray(out.transpose(0, 1, 3, 2), dtype=np.float32)
+    x = shifted[..., 0] * cos + shifted[..., 1] * sin
+    y = -shifted[..., 0] * sin + shifted[..., 1] * cos
+    out = torch.stack([x, y], dim=1) / scale[:, None, None, None]             # (n, 2, W, 5)
+    return out.permute(0, 1, 3, 2).to(torch.float32).contiguous()
 
 
 def iter_windows(run: Run, spec: WindowSpec, batch_size: int = 4096,

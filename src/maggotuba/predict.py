@@ -46,7 +46,7 @@ from taggingbackends.data.tracks import Run
 from taggingbackends.fileio import atomic_path
 
 from . import __version__
-from .features import CLAMPED, QUALITY_NAMES, iter_windows
+from .features import CLAMPED, QUALITY_NAMES, device_windows, prepare
 from .models.tagger import SavedTagger
 
 POST_PROCESSING = ("abc_aac",)
@@ -90,14 +90,20 @@ def make_encoder(saved: SavedTagger, device: str, precision: str) -> Callable[[n
     dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
 
     @torch.inference_mode()
-    def encode(windows: np.ndarray) -> torch.Tensor:
-        batch = torch.from_numpy(windows).to(device, non_blocking=True)
+    def encode(windows) -> torch.Tensor:
+        batch = torch.as_tensor(windows).to(device, non_blocking=True)
         if dtype is None:
             return encoder(batch)
         with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
             return encoder(batch).float()
 
     return encode
+
+
+def _elapsed(tick: float, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - tick
 
 
 def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision: str = "fp32",
@@ -119,26 +125,23 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
     probabilities = np.empty((run.n_steps, n_labels), dtype=np.float32)
     quality = np.empty(run.n_steps, dtype=np.int8)
     timings = {"windows": 0.0, "encoder": 0.0, "classifier": 0.0}
-    windows_iter = iter_windows(run, spec, batch_size=batch_size)
-    while True:
+    prepared = prepare(run, spec.head).on(device)
+    for start in range(0, run.n_steps, batch_size):
         tick = time.perf_counter()
-        windows = next(windows_iter, None)
-        timings["windows"] += time.perf_counter() - tick
-        if windows is None:
-            break
+        rows = torch.arange(start, min(start + batch_size, run.n_steps), device=device)
+        data, window_quality = device_windows(prepared, rows, spec)
+        timings["windows"] += _elapsed(tick, device)
         tick = time.perf_counter()
-        latent = encode(windows.data)
+        latent = encode(data.numpy() if data.device.type == "cpu" else data)
         if isinstance(latent, np.ndarray):
             latent = torch.from_numpy(latent).to(device)
-        if latent.device.type == "cuda":
-            torch.cuda.synchronize()
-        timings["encoder"] += time.perf_counter() - tick
+        timings["encoder"] += _elapsed(tick, device)
         tick = time.perf_counter()
         with torch.inference_mode():
             probs = torch.softmax(classifier(latent.float()), dim=1).cpu().numpy()
-        probabilities[windows.rows] = probs
-        quality[windows.rows] = windows.quality
-        timings["classifier"] += time.perf_counter() - tick
+        probabilities[start:start + len(rows)] = probs
+        quality[start:start + len(rows)] = window_quality.cpu().numpy()
+        timings["classifier"] += _elapsed(tick, device)
     tick = time.perf_counter()
     classes = probabilities.argmax(axis=1).astype(np.int16)
     if edges == "skip":
