@@ -124,17 +124,21 @@ def spine5(spine: np.ndarray) -> np.ndarray:
 
 def body_length(spine: np.ndarray) -> np.ndarray:
     """Sum of segment lengths of ``(..., P, 2)`` spines."""
-    return np.linalg.norm(np.diff(spine, axis=-2), axis=-1).sum(axis=-1)
+    segments = np.diff(spine, axis=-2)
+    return np.hypot(segments[..., 0], segments[..., 1]).sum(axis=-1)
 
 
 def median_body_lengths(run: Run) -> np.ndarray:
-    """Median body length (full spine) of each track over its tracked steps."""
+    """Median body length (full spine) of each track over its tracked steps (vectorised:
+    one sort by track then length, untracked steps last)."""
     lengths = body_length(run.spine)
-    out = np.empty(run.n_tracks)
-    for i in range(run.n_tracks):
-        values = lengths[run.offsets[i]:run.offsets[i + 1]]
-        out[i] = np.nanmedian(values)
-    return out
+    valid = ~np.isnan(lengths)
+    track = run.track_index
+    order = np.lexsort((np.where(valid, lengths, np.inf), track))
+    ordered = lengths[order]
+    counts = np.bincount(track[valid], minlength=run.n_tracks)
+    starts = run.offsets[:-1]
+    return (ordered[starts + (counts - 1) // 2] + ordered[starts + counts // 2]) / 2
 
 
 def infer_head_end(run: Run, lag: float = 0.5, min_speed: float = 0.05) -> str:
@@ -148,24 +152,21 @@ def infer_head_end(run: Run, lag: float = 0.5, min_speed: float = 0.05) -> str:
     spines = spine5(run.spine)
     mid = spines[:, _MID]
     axis = spines[:, -1] - spines[:, 0]
-    lengths = np.linalg.norm(axis, axis=-1)
-    votes = 0.0
-    for i in range(run.n_tracks):
-        lo, hi = run.offsets[i], run.offsets[i + 1]
-        t = run.t[lo:hi]
-        later = np.searchsorted(t, t + lag)
-        ok = later < len(t)
-        if not ok.any():
-            continue
-        src = np.flatnonzero(ok)
-        dst = later[ok]
-        dt = t[dst] - t[src]
-        move = mid[lo + dst] - mid[lo + src]
-        along = np.einsum("ij,ij->i", move, axis[lo + src]) / lengths[lo + src]
-        speed = np.linalg.norm(move, axis=-1) / dt / lengths[lo + src]
-        keep = np.isfinite(along) & (speed > min_speed)
-        votes += np.sign(along[keep]).sum()
-    return "last" if votes >= 0 else "first"
+    lengths = np.hypot(axis[:, 0], axis[:, 1])
+    track = run.track_index
+    stride = float(run.t.max() - run.t.min()) + 10 * lag + 1.0
+    key = run.t - run.t.min() + track * stride          # increasing over the whole run
+    later = np.searchsorted(key, key + lag)
+    ok = later < run.offsets[track + 1]                 # the later step is in the same track
+    src = np.flatnonzero(ok)
+    dst = later[ok]
+    move = mid[dst] - mid[src]
+    dt = run.t[dst] - run.t[src]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        along = np.einsum("ij,ij->i", move, axis[src]) / lengths[src]
+        speed = np.hypot(move[:, 0], move[:, 1]) / dt / lengths[src]
+    keep = np.isfinite(along) & (speed > min_speed)
+    return "last" if np.sign(along[keep]).sum() >= 0 else "first"
 
 
 def resolve_head(run: Run, head: str = "auto") -> str:
