@@ -53,17 +53,6 @@ def matmul_peak(device: str, size: int = 4096, repeat: int = 5) -> float:
     return 2 * size ** 3 / best
 
 
-def fast_encoder(saved, precision: str, device: str):
-    """The fastest CPU encoder path if available (maggotuba.inference), else None."""
-    if device != "cpu":
-        return None
-    try:
-        from maggotuba.inference import make_inference_encoder
-    except ImportError:
-        return None
-    return make_inference_encoder(saved.model.encoder, precision=precision)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -93,12 +82,11 @@ def main() -> None:
 
         results = {}
         for precision in ("fp32", "bf16"):
-            encode = fast_encoder(saved, precision, device)
             best, labels_seen = None, []
             for _ in range(args.repeat):
                 tick = time.perf_counter()
                 prediction = predict_run(saved, run, device=device, precision=precision,
-                                         batch_size=batch, encode=encode)
+                                         batch_size=batch)
                 total = time.perf_counter() - tick
                 labels_seen.append(prediction.classes.copy())
                 if best is None or total < best[0]:
@@ -108,19 +96,19 @@ def main() -> None:
             to_labels(prediction, saved).dump(Path(tmp) / f"{precision}.label")
             t_write = time.perf_counter() - tick
             identical = all(np.array_equal(labels_seen[0], x) for x in labels_seen[1:])
-            results[precision] = (total, prediction, t_write, identical, encode is not None)
+            results[precision] = (total, prediction, t_write, identical)
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     base_total = results["fp32"][0]
     print(f"\n{'precision':9s} {'larva-steps/s':>14s} {'% of fp32 limit':>16s} {'vs fp32':>8s}  "
-          "stages (s): windows / encoder / classifier / post / write   bit-identical  fast path")
-    for precision, (total, prediction, t_write, identical, fast) in results.items():
+          "stages (s): windows / encoder / classifier / post / write   bit-identical")
+    for precision, (total, prediction, t_write, identical) in results.items():
         steps_per_s = run.n_steps / total
         t = prediction.timings
         print(f"{precision:9s} {steps_per_s:14,.0f} {100 * steps_per_s / limit:15.1f}% "
               f"{base_total / total:7.2f}x  {t['windows']:.3f} / {t['encoder']:.3f} / "
               f"{t['classifier']:.3f} / {t['post_processing']:.3f} / {t_write:.3f}   "
-              f"{identical}   {fast}")
+              f"{identical}")
     fp32_classes = results["fp32"][1].classes
     bf16_classes = results["bf16"][1].classes
     agreement = float(np.mean(fp32_classes == bf16_classes))

@@ -85,8 +85,15 @@ def abc_to_aac(classes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 
 
 def make_encoder(saved: SavedTagger, device: str, precision: str) -> Callable[[np.ndarray], torch.Tensor]:
-    """A function embedding ``(n, 2, 5, T)`` float32 windows on ``device``."""
+    """A function embedding ``(n, 2, 5, T)`` float32 windows on ``device``: on the CPU the
+    GEMM-chain encoder of :mod:`maggotuba.inference` (exact in fp32), elsewhere the
+    module itself (bf16 through autocast)."""
     encoder = saved.model.encoder.to(device).eval()
+    if torch.device(device).type == "cpu":
+        from .inference import make_inference_encoder, supports
+
+        if supports(encoder):
+            return make_inference_encoder(encoder, precision=precision)
     dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
 
     @torch.inference_mode()
