@@ -117,3 +117,21 @@ def test_broken_model_directory(tmp_path):
     with pytest.raises(FormatError, match="not a tagger model directory"):
         load_tagger(tmp_path)
     assert load  # the framework's reader is importable alongside the backend
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_prediction_matches_cpu():
+    from maggotuba.backend import SHIPPED
+
+    run = simulate(SimulationConfig(n_larvae=20, duration=60.0, seed=11)).run
+    cpu = predict_run(load_tagger(SHIPPED / "models" / "default"), run)
+    saved = load_tagger(SHIPPED / "models" / "default", device="cuda")
+    gpu = predict_run(saved, run, device="cuda", batch_size=4096)
+    again = predict_run(saved, run, device="cuda", batch_size=4096)
+    assert np.array_equal(gpu.classes, again.classes)          # deterministic on the device
+    # cuDNN runs fp32 convolutions in TF32 by default (10-bit mantissa): probabilities
+    # differ from the CPU's in the third decimal, labels almost never
+    np.testing.assert_allclose(gpu.probabilities, cpu.probabilities, atol=1e-2)
+    assert np.mean(gpu.classes == cpu.classes) > 0.999
+    bf16 = predict_run(saved, run, device="cuda", precision="bf16")
+    assert np.mean(bf16.classes == gpu.classes) > 0.995
