@@ -42,7 +42,7 @@ import torch
 
 from maggotuba.features import WindowSpec, iter_windows
 from maggotuba.inference import FastEncoder, best_batch_size
-from maggotuba.models.autoencoder import Encoder, MaggotUBAConfig
+from maggotuba.models.autoencoder import calibrate_batchnorm, Encoder, MaggotUBAConfig
 from maggotuba.models.compat import load_published_encoder
 from taggingbackends.simulate import SimulationConfig, simulate
 
@@ -152,19 +152,7 @@ def fresh_process_plain(batch: int, total: int, repeat: int, threads: int) -> fl
 def calibrated_random_encoder(seed: int = 0) -> Encoder:
     """Random Kaiming weights, BN running statistics from train-mode passes, random affine."""
     torch.manual_seed(seed)
-    encoder = Encoder(MaggotUBAConfig())
-    g = torch.Generator().manual_seed(seed)
-    bns = [m for m in encoder.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
-    with torch.no_grad():
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-            m.weight.copy_(0.7 + 0.6 * torch.rand(m.num_features, generator=g))
-            m.bias.copy_(0.3 * torch.randn(m.num_features, generator=g))
-        encoder.train()
-        for _ in range(4):
-            encoder(0.3 + 1.5 * torch.randn(64, 2, 5, 20, generator=g))
-    return encoder.eval()
+    return calibrate_batchnorm(Encoder(MaggotUBAConfig()), (2, 5, 20), seed=seed)
 
 
 def head_agreement(ref: np.ndarray, got: np.ndarray, standardise: bool, heads: int = 100,

@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from maggotuba.models.autoencoder import (
+    calibrate_batchnorm,
     AutoEncoder,
     Decoder,
     Encoder,
@@ -49,26 +50,6 @@ def _copy_fixture(tmp_path: Path) -> Path:
         shutil.copy(FIXTURE / name, dest / name)
     return dest
 
-
-def _calibrate_batchnorm(module, input_shape, seed=0):
-    """Realistic running statistics (from train-mode passes) and non-trivial affine parameters."""
-    g = torch.Generator().manual_seed(seed)
-    bns = [m for m in module.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
-    with torch.no_grad():
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-            m.weight.copy_(0.7 + 0.6 * torch.rand(m.num_features, generator=g))
-            m.bias.copy_(0.3 * torch.randn(m.num_features, generator=g))
-        module.train()
-        for _ in range(4):
-            module(0.3 + 1.5 * torch.randn(64, *input_shape, generator=g))
-        for m in bns:
-            m.momentum = 0.1
-    module.eval()
-
-
-# ---------------------------------------------------------------- fixture equivalence
 
 def test_published_encoder_reproduces_original_embeddings(published, windows):
     encoder, config = published
@@ -154,7 +135,7 @@ def test_fused_encoder_matches_plain_random(len_traj, activation, bias):
             for m in encoder.modules():
                 if isinstance(m, torch.nn.Conv2d):
                     m.bias.normal_(0, 0.2)
-    _calibrate_batchnorm(encoder, (2, 5, len_traj), seed=len_traj)
+    calibrate_batchnorm(encoder, (2, 5, len_traj), seed=len_traj)
     fused = fold_batchnorm(encoder)
     x = torch.randn(32, 2, 5, len_traj)
     with torch.no_grad():

@@ -18,27 +18,11 @@ from maggotuba.inference import (
     make_inference_encoder,
     supports,
 )
-from maggotuba.models.autoencoder import Encoder, MaggotUBAConfig
+from maggotuba.models.autoencoder import calibrate_batchnorm, Encoder, MaggotUBAConfig
 from maggotuba.models.compat import load_published_encoder
 from taggingbackends.simulate import SimulationConfig, simulate
 
 FIXTURE = Path(__file__).parent / "data" / "maggotuba_published"
-
-
-def _calibrate_batchnorm(module, input_shape, seed=0):
-    """Running statistics from train-mode passes and non-trivial BN affine parameters."""
-    g = torch.Generator().manual_seed(seed)
-    bns = [m for m in module.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
-    with torch.no_grad():
-        for m in bns:
-            m.reset_running_stats()
-            m.momentum = None
-            m.weight.copy_(0.7 + 0.6 * torch.rand(m.num_features, generator=g))
-            m.bias.copy_(0.3 * torch.randn(m.num_features, generator=g))
-        module.train()
-        for _ in range(4):
-            module(0.3 + 1.5 * torch.randn(64, *input_shape, generator=g))
-    module.eval()
 
 
 def _plain(encoder, x: np.ndarray) -> np.ndarray:
@@ -50,7 +34,7 @@ def _plain(encoder, x: np.ndarray) -> np.ndarray:
 def random_encoder():
     torch.manual_seed(0)
     encoder = Encoder(MaggotUBAConfig())
-    _calibrate_batchnorm(encoder, (2, 5, 20))
+    calibrate_batchnorm(encoder, (2, 5, 20))
     return encoder
 
 
@@ -150,7 +134,7 @@ def test_fp32_other_architectures(len_traj, activation, bias, kernels):
             for m in encoder.modules():
                 if isinstance(m, torch.nn.Conv2d):
                     m.bias.normal_(0, 0.2)
-    _calibrate_batchnorm(encoder, (2, 5, len_traj), seed=len_traj)
+    calibrate_batchnorm(encoder, (2, 5, len_traj), seed=len_traj)
     x = _random_windows(70, seed=len_traj, len_traj=len_traj)
     fast = FastEncoder(encoder, batch_size=32)
     np.testing.assert_allclose(fast(x), _plain(encoder, x), rtol=0, atol=1e-5)
@@ -225,7 +209,7 @@ def test_input_checks_and_fallback(random_encoder):
     # a 2-D kernel is not a GEMM chain: make_inference_encoder falls back to the fused encoder
     torch.manual_seed(1)
     square = Encoder(MaggotUBAConfig(enc_filters=[8, 8, 4], enc_kernel=[(3, 3), (1, 20), (5, 1)]))
-    _calibrate_batchnorm(square, (2, 5, 20))
+    calibrate_batchnorm(square, (2, 5, 20))
     assert not supports(square)
     with pytest.raises(ValueError):
         FastEncoder(square)

@@ -691,3 +691,24 @@ def fold_batchnorm(encoder: Encoder) -> FusedEncoder:
                          cfg.input_shape)
     fused.config = cfg
     return fused.to(encoder.output_layers[0].weight.device).eval()
+
+
+def calibrate_batchnorm(module: nn.Module, input_shape: tuple[int, ...], seed: int = 0) -> nn.Module:
+    """Give a randomly initialised model realistic batch-norm state, for tests and
+    benchmarks: non-trivial affine parameters and running statistics accumulated over
+    a few train-mode passes on random inputs of ``input_shape`` (without the batch
+    axis). Returns ``module`` in eval mode."""
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in module.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    with torch.no_grad():
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+            m.weight.copy_(0.7 + 0.6 * torch.rand(m.num_features, generator=g))
+            m.bias.copy_(0.3 * torch.randn(m.num_features, generator=g))
+        module.train()
+        for _ in range(4):
+            module(0.3 + 1.5 * torch.randn(64, *input_shape, generator=g))
+        for m in bns:
+            m.momentum = 0.1
+    return module.eval()
