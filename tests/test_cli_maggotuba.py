@@ -125,3 +125,18 @@ def test_train_from_published_maggotuba_encoder(demo, tmp_path):
     result = cli("train", demo, "-m", "from-published", "--pretrained-model-instance", published,
                  "--iterations", "5,0", "--labels", "run,cast", "--models-dir", tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_random_forest_tagger_from_the_cli(demo, tmp_path):
+    result = cli("train", demo, "-m", "forest", "--classifier", "randomforest", "--n-estimators", "10",
+                 "--max-depth", "8", "--labels", "run,cast,stop", "--models-dir", tmp_path / "models")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((tmp_path / "models" / "forest" / "clf_config.json").read_text())
+    assert config["kind"] == "maggotuba-randomforest"
+    predicted = cli("predict", demo / "a" / "trx.mat", "-m", tmp_path / "models" / "forest",
+                    "--output", str(tmp_path / "forest.label"))
+    assert predicted.returncode == 0, predicted.stderr
+    assert Labels.load(tmp_path / "forest.label").names == ["run", "cast", "stop"]
+    refused = cli("finetune", demo, "-m", tmp_path / "models" / "forest", "-O", "f2",
+                  "--models-dir", tmp_path / "models")
+    assert refused.returncode == 1 and "only dense taggers" in refused.stderr

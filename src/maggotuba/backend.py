@@ -122,6 +122,9 @@ class TrainOptions:
     device: str = "cpu"
     validation_fraction: float = 0.2
     write_dataset: Path | None = None
+    classifier: str = "dense"              # or "randomforest" (SPEC §6.2, 20220418)
+    n_estimators: int = 100                # random forest only
+    max_depth: int | None = None           # random forest only
 
 
 def discover_labels(sources: Sequence[Path]) -> list[str]:
@@ -155,9 +158,14 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     from .features import WindowSpec
     from .models.tagger import TaggerConfig, load_tagger, save_tagger, train_tagger
 
+    if options.classifier not in ("dense", "randomforest"):
+        raise TaggingError(f"unknown classifier {options.classifier!r} (dense or randomforest)")
     classifier_state = None
     if start_from is not None:
         base = load_tagger(start_from)
+        if base.metadata.get("kind") == "maggotuba-randomforest" or options.classifier != "dense":
+            raise TaggingError(f"{start_from.name}: only dense taggers can be fine-tuned; "
+                               "train a new random-forest tagger instead")
         labels = list(options.labels or base.config.labels)
         if labels != base.config.labels:
             raise TaggingError(f"finetune keeps the labels of {start_from.name} "
@@ -187,14 +195,23 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     config = TaggerConfig(labels=labels, layers=layers, iterations=tuple(options.iterations),
                           seed=options.seed, balancing=options.balancing,
                           class_weights=[float(w) for w in dataset.class_weights])
-    model, log = train_tagger(_training_data(train), _training_data(validation), encoder_state,
-                              model_config, spec, config, dataset.class_weights, device=options.device,
-                              progress=progress, classifier_state=classifier_state)
-    save_tagger(model.cpu(), config, model_config, spec, output_dir, log,
-                extra={"training_data": {"sources": [str(s) for s in dataset.sources],
-                                         "samples": int(dataset.n_samples),
-                                         "class_counts": np.asarray(dataset.counts_after).tolist()},
-                       "pretrained_model": str(start_from or pretrained)})
+    extra = {"training_data": {"sources": [str(s) for s in dataset.sources],
+                               "samples": int(dataset.n_samples),
+                               "class_counts": np.asarray(dataset.counts_after).tolist()},
+             "pretrained_model": str(start_from or pretrained)}
+    if options.classifier == "randomforest":
+        from .models.randomforest import save_random_forest, train_random_forest
+
+        model, log = train_random_forest(_training_data(train), _training_data(validation), encoder_state,
+                                         model_config, spec, config, dataset.class_weights,
+                                         n_estimators=options.n_estimators, max_depth=options.max_depth,
+                                         seed=options.seed, device=options.device, progress=progress)
+        save_random_forest(model, config, model_config, spec, output_dir, log, extra=extra)
+    else:
+        model, log = train_tagger(_training_data(train), _training_data(validation), encoder_state,
+                                  model_config, spec, config, dataset.class_weights, device=options.device,
+                                  progress=progress, classifier_state=classifier_state)
+        save_tagger(model.cpu(), config, model_config, spec, output_dir, log, extra=extra)
     return {"output": output_dir, "samples": int(dataset.n_samples), "best_macro_f1": log["best_macro_f1"],
             "labels": labels}
 

@@ -454,7 +454,8 @@ def _csv(text: Optional[str]) -> Optional[list]:
 
 def _train_common(data: List[Path], name: str, *, start_from: Optional[str], labels, balancing, class_weights,
                   sample_size, include_all, iterations, layers, seed, window_length, frame_interval,
-                  pretrained, device, backend, models_dir: Path, write_dataset: Optional[Path]) -> None:
+                  pretrained, device, backend, models_dir: Path, write_dataset: Optional[Path],
+                  classifier: str = "dense", n_estimators: int = 100, max_depth: Optional[int] = None) -> None:
     from .backends import get_backend
 
     module = get_backend(backend)
@@ -473,7 +474,8 @@ def _train_common(data: List[Path], name: str, *, start_from: Optional[str], lab
                                   sample_size=sample_size, include_all=include_all or None,
                                   iterations=_parse_iterations(iterations), layers=layers, seed=seed,
                                   window_length=window_length, frame_interval=frame_interval, device=device,
-                                  write_dataset=write_dataset)
+                                  write_dataset=write_dataset, classifier=classifier,
+                                  n_estimators=n_estimators, max_depth=max_depth)
     base = module.resolve_model(start_from) if start_from else None
     encoder = None if base else module.resolve_pretrained(pretrained)
     result = module.train_instance([Path(d) for d in data], output_dir, options, pretrained=encoder,
@@ -515,6 +517,11 @@ def train(
     frame_interval: Optional[float] = _TRAIN_OPTIONS["frame_interval"], device: str = _TRAIN_OPTIONS["device"],
     backend: Optional[str] = _TRAIN_OPTIONS["backend"], models_dir: Path = _TRAIN_OPTIONS["models_dir"],
     write_dataset: Optional[Path] = _TRAIN_OPTIONS["write_dataset"],
+    classifier: str = typer.Option("dense", "--classifier",
+                                   help="dense (encoder + dense layers, fine-tuned) or randomforest "
+                                        "(frozen encoder + random forest, the 20220418 design)."),
+    n_estimators: int = typer.Option(100, "--n-estimators", min=1, help="Trees (random forest)."),
+    max_depth: Optional[int] = typer.Option(None, "--max-depth", min=1, help="Tree depth (random forest)."),
 ) -> None:
     """Train a new tagger on labelled data (label files with their tracking files).
 
@@ -523,7 +530,8 @@ def train(
     _train_common(data, name, start_from=None, labels=labels, balancing=balancing, class_weights=class_weights,
                   sample_size=sample_size, include_all=include_all, iterations=iterations, layers=layers,
                   seed=seed, window_length=window_length, frame_interval=frame_interval, pretrained=pretrained,
-                  device=device, backend=backend, models_dir=models_dir, write_dataset=write_dataset)
+                  device=device, backend=backend, models_dir=models_dir, write_dataset=write_dataset,
+                  classifier=classifier, n_estimators=n_estimators, max_depth=max_depth)
 
 
 @app.command()

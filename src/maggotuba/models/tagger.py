@@ -229,8 +229,14 @@ def save_tagger(model: Tagger, config: TaggerConfig, model_config: MaggotUBAConf
 
 
 def load_tagger(directory: str | Path, device: str = "cpu") -> SavedTagger:
-    """Load a model instance saved by :func:`save_tagger`; FormatError if broken."""
+    """Load a model instance saved by :func:`save_tagger`, or by
+    :func:`maggotuba.models.randomforest.save_random_forest` (chosen by the
+    ``kind`` in ``clf_config.json``); FormatError if broken."""
     directory = Path(directory)
+    if model_kind(directory) == "maggotuba-randomforest":
+        from .randomforest import load_random_forest
+
+        return load_random_forest(directory, device=device)
     for name in (CLF_CONFIG_FILE, AE_CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
             raise FormatError(directory, f"is not a tagger model directory (no {name})")
@@ -250,6 +256,15 @@ def load_tagger(directory: str | Path, device: str = "cpu") -> SavedTagger:
     digest = hashlib.sha1(weights_path.read_bytes()).hexdigest()
     return SavedTagger(model=model.to(device).eval(), config=config, model_config=model_config,
                        spec=spec, directory=directory, weights_sha1=digest, metadata=document)
+
+
+def model_kind(directory: str | Path) -> str | None:
+    """The ``kind`` of a model instance directory (None if unreadable or absent)."""
+    try:
+        document = json.loads((Path(directory) / CLF_CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return document.get("kind") if isinstance(document, dict) else None
 
 
 def _config_dict(config: TaggerConfig) -> dict:
