@@ -140,3 +140,16 @@ def test_random_forest_tagger_from_the_cli(demo, tmp_path):
     refused = cli("finetune", demo, "-m", tmp_path / "models" / "forest", "-O", "f2",
                   "--models-dir", tmp_path / "models")
     assert refused.returncode == 1 and "only dense taggers" in refused.stderr
+
+
+def test_train_from_a_saved_larva_dataset(demo, tmp_path):
+    first = cli("train", demo, "-m", "one", "--labels", "run,cast", "--iterations", "2,2",
+                "--write-dataset", tmp_path / "sets", "--models-dir", tmp_path / "models")
+    assert first.returncode == 0, first.stderr
+    (dataset,) = (tmp_path / "sets").glob("larva_dataset_*_20_0_*.hdf5")
+    again = cli("train", dataset, "-m", "two", "--iterations", "2,2", "--models-dir", tmp_path / "models")
+    assert again.returncode == 0, again.stderr
+    config = json.loads((tmp_path / "models" / "two" / "clf_config.json").read_text())
+    assert config["labels"] == ["run", "cast"]
+    wrong = cli("train", dataset, "-m", "three", "--labels", "run,stop", "--models-dir", tmp_path / "models")
+    assert wrong.returncode == 1 and "differ" in wrong.stderr

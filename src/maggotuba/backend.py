@@ -176,17 +176,19 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     else:
         pretrained = pretrained or resolve_pretrained(None)
         encoder_state, model_config = load_encoder(pretrained)
-        labels = list(options.labels or discover_labels(sources))
+        labels = list(options.labels or _dataset_labels(sources) or discover_labels(sources))
         interval = options.frame_interval or _pretrained_interval(pretrained)
         spec = WindowSpec(len_traj=model_config.len_traj, frame_interval=interval)
         layers = options.layers
     if options.window_length is not None and options.window_length != spec.len_traj:
         raise TaggingError(f"--window-length {options.window_length} differs from the encoder's "
                            f"{spec.len_traj} points; pretrain an encoder with that window length")
-    dataset = build_dataset(list(sources), labels, replace(spec, len_pred=0),
-                            balancing=options.balancing, sample_size=options.sample_size,
-                            include_all=options.include_all, class_weights=options.class_weights,
-                            seed=options.seed)
+    dataset = _reuse_dataset(sources, labels, spec)
+    if dataset is None:
+        dataset = build_dataset(list(sources), labels, replace(spec, len_pred=0),
+                                balancing=options.balancing, sample_size=options.sample_size,
+                                include_all=options.include_all, class_weights=options.class_weights,
+                                seed=options.seed)
     if options.write_dataset is not None:
         write_hdf5(dataset, options.write_dataset)
     train, validation = split(dataset, options.validation_fraction, seed=options.seed)
@@ -214,6 +216,41 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
         save_tagger(model.cpu(), config, model_config, spec, output_dir, log, extra=extra)
     return {"output": output_dir, "samples": int(dataset.n_samples), "best_macro_f1": log["best_macro_f1"],
             "labels": labels}
+
+
+def _is_dataset_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in (".hdf5", ".h5")
+
+
+def _dataset_labels(sources: Sequence[Path]) -> list[str] | None:
+    """Labels of a larva_dataset_*.hdf5 given as the only source."""
+    if len(sources) == 1 and _is_dataset_file(Path(sources[0])):
+        from .dataset import read_hdf5
+
+        return list(read_hdf5(sources[0]).label_names)
+    return None
+
+
+def _reuse_dataset(sources: Sequence[Path], labels: list[str], spec):
+    """A larva_dataset_*.hdf5 given as training data (built once, reused), checked
+    against the labels and the encoder's window; None when sources are label files."""
+    files = [Path(s) for s in sources if _is_dataset_file(Path(s))]
+    if not files:
+        return None
+    if len(sources) != 1:
+        raise TaggingError("give either one larva_dataset_*.hdf5 file or label files, not both")
+    from .dataset import read_hdf5
+
+    dataset = read_hdf5(files[0])
+    if list(dataset.label_names) != labels:
+        raise TaggingError(f"{files[0]}: its labels ({', '.join(dataset.label_names)}) differ from "
+                           f"{', '.join(labels)}")
+    if (dataset.spec.len_traj, dataset.spec.len_pred) != (spec.len_traj, 0) or \
+            abs(dataset.spec.frame_interval - spec.frame_interval) > 1e-9:
+        raise TaggingError(f"{files[0]}: windows of {dataset.spec.len_traj} points every "
+                           f"{dataset.spec.frame_interval} s do not fit the encoder "
+                           f"({spec.len_traj} points every {spec.frame_interval} s)")
+    return dataset
 
 
 def _training_data(part):
