@@ -153,3 +153,14 @@ def test_train_from_a_saved_larva_dataset(demo, tmp_path):
     assert config["labels"] == ["run", "cast"]
     wrong = cli("train", dataset, "-m", "three", "--labels", "run,stop", "--models-dir", tmp_path / "models")
     assert wrong.returncode == 1 and "differ" in wrong.stderr
+
+
+def test_backend_project_mode_as_upstream(demo, tmp_path):
+    raw = tmp_path / "data" / "raw" / "default" / "20230101_120000"
+    raw.mkdir(parents=True)
+    shutil.copy(demo / "a" / "trx.mat", raw / "trx.mat")
+    result = cli("predict", "--model-instance", "default", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "data" / "processed" / "default" / "20230101_120000" / "predicted.label"
+    labels = Labels.load(out)  # its dependency (the raw trx.mat) resolves and verifies
+    assert labels.n_steps == Labels.load(demo / "a" / "groundtruth.label").n_steps
