@@ -45,6 +45,7 @@ import torch
 from taggingbackends import __version__ as framework_version
 from taggingbackends.data.labels import Labels, TrackLabels
 from taggingbackends.data.tracks import Run
+from taggingbackends.errors import TaggingError
 from taggingbackends.fileio import atomic_path
 
 from . import __version__
@@ -92,7 +93,11 @@ def make_encoder(saved: SavedTagger, device: str, precision: str) -> Callable[[n
     batch-norm-folded encoder in fp32, the module itself under autocast in bf16."""
     encoder = saved.model.encoder.to(device).eval()
     if torch.device(device).type == "cpu":
-        from .inference import make_inference_encoder, supports
+        from .inference import has_native_bf16, make_inference_encoder, supports
+
+        if precision == "bf16" and not has_native_bf16():
+            raise TaggingError("--precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so "
+                               "bf16 would run about 100x slower than fp32; use fp32 (the default)")
 
         if supports(encoder):
             return make_inference_encoder(encoder, precision=precision)

@@ -388,6 +388,10 @@ class MaggotUBAConfig:
             if not overrides:
                 return config
             return cls.from_dict({**config.to_dict(), **overrides})
+        if isinstance(config, (str, os.PathLike)) and "len_traj" in overrides:
+            # Encoder(**config_dict) with the original's config.json: its "config" key is
+            # the path that config was once saved to (maybe gone), not a file to read.
+            return cls.from_dict({"config": str(config), **overrides})
         base = cls.from_json(config)
         return cls.from_dict({**base.to_dict(), **overrides}) if overrides else base
 
