@@ -122,9 +122,11 @@ class TrainOptions:
     device: str = "cpu"
     validation_fraction: float = 0.2
     write_dataset: Path | None = None
-    classifier: str = "dense"              # or "randomforest" (SPEC §6.2, 20220418)
+    classifier: str = "dense"              # or "randomforest" (20220418) or "bagging" (20221228)
     n_estimators: int = 100                # random forest only
     max_depth: int | None = None           # random forest only
+    bag_window_lengths: Sequence[int] | None = None   # bagging: None = the pretrained encoder's
+    bag_members: int = 25                  # bagging: members per window length
 
 
 def discover_labels(sources: Sequence[Path]) -> list[str]:
@@ -158,12 +160,13 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     from .features import WindowSpec
     from .models.tagger import TaggerConfig, load_tagger, save_tagger, train_tagger
 
-    if options.classifier not in ("dense", "randomforest"):
-        raise TaggingError(f"unknown classifier {options.classifier!r} (dense or randomforest)")
+    if options.classifier not in CLASSIFIERS:
+        raise TaggingError(f"unknown classifier {options.classifier!r} ({', '.join(CLASSIFIERS)})")
     classifier_state = None
     if start_from is not None:
         base = load_tagger(start_from)
-        if base.metadata.get("kind") == "maggotuba-randomforest" or options.classifier != "dense":
+        if base.metadata.get("kind") in ("maggotuba-randomforest", "maggotuba-bagging") or \
+                options.classifier != "dense":
             raise TaggingError(f"{start_from.name}: only dense taggers can be fine-tuned; "
                                "train a new random-forest tagger instead")
         labels = list(options.labels or base.config.labels)
@@ -178,12 +181,16 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
         encoder_state, model_config = load_encoder(pretrained)
         labels = list(options.labels or _dataset_labels(sources) or discover_labels(sources))
         interval = options.frame_interval or _pretrained_interval(pretrained)
+        if options.classifier == "bagging":
+            return _train_bagging(sources, output_dir, options, labels, pretrained, model_config, interval,
+                                  progress)
         spec = WindowSpec(len_traj=model_config.len_traj, frame_interval=interval)
         layers = options.layers
     if options.window_length is not None and options.window_length != spec.len_traj:
         raise TaggingError(f"--window-length {options.window_length} differs from the encoder's "
                            f"{spec.len_traj} points; pretrain an encoder with that window length")
     dataset = _reuse_dataset(sources, labels, spec)
+    reused = None if dataset is None else str(sources[0])
     if dataset is None:
         dataset = build_dataset(list(sources), labels, replace(spec, len_pred=0),
                                 balancing=options.balancing, sample_size=options.sample_size,
@@ -199,7 +206,8 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
                           class_weights=[float(w) for w in dataset.class_weights])
     extra = {"training_data": {"sources": [str(s) for s in dataset.sources],
                                "samples": int(dataset.n_samples),
-                               "class_counts": np.asarray(dataset.counts_after).tolist()},
+                               "class_counts": np.asarray(dataset.counts_after).tolist(),
+                               "dataset": reused},
              "pretrained_model": str(start_from or pretrained)}
     if options.classifier == "randomforest":
         from .models.randomforest import save_random_forest, train_random_forest
@@ -215,6 +223,45 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
                                   progress=progress, classifier_state=classifier_state)
         save_tagger(model.cpu(), config, model_config, spec, output_dir, log, extra=extra)
     return {"output": output_dir, "samples": int(dataset.n_samples), "best_macro_f1": log["best_macro_f1"],
+            "labels": labels}
+
+
+CLASSIFIERS = ("dense", "randomforest", "bagging")
+
+
+def _train_bagging(sources, output_dir: Path, options: TrainOptions, labels: list[str], pretrained: Path,
+                   model_config, interval: float, progress) -> dict:
+    """The 20221228 design: members on several window lengths, majority vote
+    (:mod:`maggotuba.models.bagging`). Lengths equal to the pretrained encoder's
+    start from it; the others get randomly initialised encoders."""
+    from .models.bagging import BaggingConfig, save_bagging, train_bagging
+    from .models.tagger import TaggerConfig
+
+    if any(_is_dataset_file(Path(s)) for s in sources):
+        raise TaggingError("a bagging tagger builds one dataset per window length: give label files, "
+                           "not a larva_dataset_*.hdf5")
+    lengths = tuple(options.bag_window_lengths or (model_config.len_traj,))
+    if model_config.len_traj not in lengths:
+        raise TaggingError(f"none of the bagging window lengths ({', '.join(map(str, lengths))} points) "
+                           f"fits the pretrained encoder ({model_config.len_traj} points); include "
+                           f"{model_config.len_traj} or pretrain an encoder for one of them")
+    tagger = TaggerConfig(labels=labels, layers=options.layers, iterations=tuple(options.iterations),
+                          seed=options.seed, balancing=options.balancing,
+                          class_weights=None if options.class_weights is None else list(options.class_weights))
+    try:
+        config = BaggingConfig(tagger=tagger, window_lengths=lengths, members_per_length=options.bag_members,
+                               frame_interval=interval, latent=model_config.dim_latent,
+                               validation_fraction=options.validation_fraction)
+    except ValueError as err:
+        raise TaggingError(f"bagging: {err}") from None
+    ensemble, log = train_bagging(list(sources), labels, config,
+                                  pretrained={model_config.len_traj: pretrained},
+                                  balancing=options.balancing, sample_size=options.sample_size,
+                                  include_all=options.include_all, class_weights=options.class_weights,
+                                  device=options.device, write_dataset=options.write_dataset, progress=progress)
+    save_bagging(ensemble, output_dir, log, extra={"pretrained_model": str(pretrained)})
+    samples = sum(entry["samples"] for entry in log["datasets"].values())
+    return {"output": output_dir, "samples": int(samples), "best_macro_f1": log["best_macro_f1"],
             "labels": labels}
 
 

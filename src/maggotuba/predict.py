@@ -127,7 +127,13 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
                 post_processing: Sequence[str] | None = None,
                 encode: Callable[[np.ndarray], torch.Tensor | np.ndarray] | None = None) -> Prediction:
     """Tag every step of ``run`` with ``saved``; ``post_processing`` defaults to the
-    model's own (``abc_aac`` for the default tagger)."""
+    model's own (``abc_aac`` for the default tagger). A bagging ensemble is tagged
+    by each member and voted (:func:`maggotuba.models.bagging.predict_ensemble`)."""
+    if getattr(saved, "members", None) is not None and encode is None:
+        from .models.bagging import predict_ensemble
+
+        return predict_ensemble(saved, run, device=device, precision=precision, batch_size=batch_size,
+                                edges=edges, post_processing=post_processing)
     if edges not in ("label", "skip"):
         raise ValueError("edges must be 'label' or 'skip'")
     steps = post_processing if post_processing is not None else saved.config.post_processing

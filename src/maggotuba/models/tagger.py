@@ -230,13 +230,19 @@ def save_tagger(model: Tagger, config: TaggerConfig, model_config: MaggotUBAConf
 
 def load_tagger(directory: str | Path, device: str = "cpu") -> SavedTagger:
     """Load a model instance saved by :func:`save_tagger`, or by
-    :func:`maggotuba.models.randomforest.save_random_forest` (chosen by the
-    ``kind`` in ``clf_config.json``); FormatError if broken."""
+    :func:`maggotuba.models.randomforest.save_random_forest` or
+    :func:`maggotuba.models.bagging.save_bagging` (chosen by the ``kind`` in
+    ``clf_config.json``); FormatError if broken."""
     directory = Path(directory)
-    if model_kind(directory) == "maggotuba-randomforest":
+    kind = model_kind(directory)
+    if kind == "maggotuba-randomforest":
         from .randomforest import load_random_forest
 
         return load_random_forest(directory, device=device)
+    if kind == "maggotuba-bagging":
+        from .bagging import load_bagging
+
+        return load_bagging(directory, device=device)
     for name in (CLF_CONFIG_FILE, AE_CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
             raise FormatError(directory, f"is not a tagger model directory (no {name})")
