@@ -381,7 +381,8 @@ def predict(
     output: str = typer.Option("{dir}/predicted.label", "--output", "-o",
                                help="Output path template: {dir}, {stem}, {name}, {model}."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 (faster, ≥99.5 % equal labels)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 (faster where the CPU or GPU "
+                                                              "has native bf16; ≥99.5 % equal labels)."),
     edges: str = typer.Option("label", "--edges",
                               help="Steps within half a window of a track end: label (clamped window) or skip."),
     no_post_processing: bool = typer.Option(False, "--no-post-processing", help="Skip the ABC→AAC rule."),
@@ -390,49 +391,96 @@ def predict(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing label files."),
     overwrite_edited: bool = typer.Option(False, "--overwrite-edited",
                                           help="Also replace label files holding manual edits."),
-    sandbox: Optional[str] = typer.Option(None, "--sandbox", help="Backend project mode: data/raw/<sandbox>."),
+    sandbox: Optional[str] = typer.Option(None, "--sandbox",
+                                          help="Backend project mode: use data/{raw,interim,processed}/SANDBOX "
+                                               "instead of the model instance's (one per concurrent run)."),
+    make_dataset: bool = typer.Option(False, "--make-dataset/--skip-make-dataset",
+                                      help="Backend project mode: run the project's make_dataset.py first "
+                                           "(upstream; off by default since TaggingBackends 0.10)."),
+    build_features: bool = typer.Option(False, "--build-features/--skip-build-features",
+                                        help="Backend project mode: run the project's build_features.py first."),
 ) -> None:
     """Tag every time step of every larva.
 
     Direct mode: tagging-backend predict demo/trx.mat  (writes demo/predicted.label and
     demo/predicted.probabilities.h5 with the shipped default tagger).
-    Backend project mode (upstream): tagging-backend predict --model-instance NAME, with the
-    tracking files in data/raw/NAME, writes data/processed/NAME/predicted.label.
+
+    Backend project mode (upstream): tagging-backend predict --model-instance NAME [--sandbox TOKEN],
+    run in the project root with the tracking files in data/raw/TOKEN (TOKEN defaults to NAME),
+    writes data/processed/TOKEN/.../predicted.label.
     """
+    if precision not in ("fp32", "bf16"):
+        raise typer.BadParameter("choose fp32 or bf16", param_hint="--precision")
+    if edges not in ("label", "skip"):
+        raise typer.BadParameter("choose label or skip", param_hint="--edges")
+    options = dict(device=device, precision=precision, batch_size=batch_size, edges=edges,
+                   post_processing=[] if no_post_processing else None, decode=decode)
+    if inputs:
+        found = _tracking_inputs(list(inputs))
+        model_name = model_instance or "default"
+        outputs = output_paths(found, output, Path(model_name).name)
+        _check_existing(outputs, overwrite, overwrite_edited)
+        _predict_files(backend, model_instance, found, outputs, options)
+        return
+    if not (model_instance or sandbox):
+        raise typer.BadParameter("give input files, or --model-instance/--sandbox in a backend project")
+    from .explorer import BackendExplorer
+
+    explorer = BackendExplorer(Path.cwd(), model_instance=model_instance, sandbox=sandbox)
+    with explorer.lock():
+        if backend is None and explorer.script("predict_model") is not None:
+            _run_project_scripts(explorer, "predict_model", make_dataset=make_dataset,
+                                 build_features=build_features, options=dict(
+                                     overwrite=overwrite, overwrite_edited=overwrite_edited, **options))
+            written = explorer.list_output_files()
+            say(f"{explorer.script('predict_model').name}: {len(written)} file(s) in "
+                f"{explorer.processed_data_dir(create=False)}")
+            return
+        raw, processed = explorer.raw_data_dir(create=False), explorer.processed_data_dir(create=False)
+        if not raw.is_dir():
+            raise TaggingError(f"{raw}: no such directory; put the tracking files to tag there "
+                               "(or give them as arguments)")
+        found = _tracking_inputs([raw])
+        outputs = [processed / p.relative_to(raw).parent / "predicted.label" if p != raw
+                   else processed / "predicted.label" for p in found]
+        output_paths(found, "{dir}/predicted.label", "")  # two inputs in one directory: refuse
+        _check_existing(outputs, overwrite, overwrite_edited)
+        _predict_files(backend, model_instance, found, outputs, options,
+                       project=explorer.project_dir)
+
+
+def _predict_files(backend: Optional[str], model_instance: Optional[str], found: List[Path], outputs: List[Path],
+                   options: dict, project: Optional[Path] = None) -> None:
+    """Tag ``found`` into ``outputs`` with an installed backend plug-in."""
     from rich.progress import Progress
 
     from .backends import get_backend
 
     module = get_backend(backend)
-    if precision not in ("fp32", "bf16"):
-        raise typer.BadParameter("choose fp32 or bf16", param_hint="--precision")
-    if edges not in ("label", "skip"):
-        raise typer.BadParameter("choose label or skip", param_hint="--edges")
-    model_dir = module.resolve_model(model_instance)
-    model_name = model_instance or model_dir.name
-    if inputs:
-        found = _tracking_inputs(list(inputs))
-        outputs = output_paths(found, output, model_name)
-    else:  # backend project mode
-        token = sandbox or model_instance
-        if not token:
-            raise typer.BadParameter("give input files, or --model-instance/--sandbox in a backend project")
-        raw, processed = Path("data/raw") / token, Path("data/processed") / token
-        found = _tracking_inputs([raw])
-        outputs = [processed / p.relative_to(raw).parent / "predicted.label" if p != raw
-                   else processed / "predicted.label" for p in found]
-        output_paths(found, "{dir}/predicted.label", model_name)  # collision check on inputs
-    _check_existing(outputs, overwrite, overwrite_edited)
-    saved = module.load_model(model_dir, device=device)
-    options = module.PredictOptions(device=device, precision=precision, batch_size=batch_size, edges=edges,
-                                    post_processing=[] if no_post_processing else None, decode=decode)
+    model_dir = module.resolve_model(model_instance, project) if project else module.resolve_model(model_instance)
+    model_name = Path(model_instance).name if model_instance else model_dir.name
+    saved = module.load_model(model_dir, device=options["device"])
+    predict_options = module.PredictOptions(**options)
     with Progress(console=console, disable=state.quiet, transient=True) as progress:
         task = progress.add_task("tagging", total=len(found))
         for path, out in zip(found, outputs):
-            result = module.predict_file(saved, path, out, options, model_name=model_name)
+            result = module.predict_file(saved, path, out, predict_options, model_name=model_name)
             progress.advance(task)
             say(f"{path} → {out} ({result['larvae']} larvae, {result['steps']} steps; "
                 f"probabilities in {result['sidecar'].name})")
+
+
+def _run_project_scripts(explorer, step: str, *, make_dataset: bool, build_features: bool,
+                         options: dict) -> None:
+    """A backend project's own scripts: make_dataset and build_features when asked
+    (skipped quietly if the project has none), then ``step``."""
+    from .project import run_script
+
+    if make_dataset:
+        run_script(explorer, "make_dataset", options, required=False, debug=state.debug)
+    if build_features:
+        run_script(explorer, "build_features", options, required=False, debug=state.debug)
+    run_script(explorer, step, options, debug=state.debug)
 
 
 # ---------------------------------------------------------------- train
@@ -452,36 +500,135 @@ def _csv(text: Optional[str]) -> Optional[list]:
     return [v.strip() for v in text.split(",") if v.strip()] if text else None
 
 
-def _train_common(data: List[Path], name: str, *, start_from: Optional[str], labels, balancing, class_weights,
-                  sample_size, include_all, iterations, layers, seed, window_length, frame_interval,
-                  pretrained, device, backend, models_dir: Path, write_dataset: Optional[Path],
-                  classifier: str = "dense", n_estimators: int = 100, max_depth: Optional[int] = None) -> None:
+def _int_list(text: Optional[str], hint: str) -> Optional[list]:
+    try:
+        return [int(v) for v in _csv(text)] if text else None
+    except ValueError:
+        raise typer.BadParameter("comma-separated integers", param_hint=hint) from None
+
+
+@dataclasses.dataclass
+class _Training:
+    """What ``train`` and ``finetune`` were asked, before the mode is known."""
+
+    data: List[str]
+    name: Optional[str]
+    start_from: Optional[str]
+    backend: Optional[str]
+    models_dir: Path
+    sandbox: Optional[str]
+    make_dataset: bool
+    build_features: bool
+    trxmat_only: bool
+    options: dict          # fields of the backend's TrainOptions
+    pretrained: Optional[str] = None
+
+
+def _split_name(data: List[str], name: Optional[str]) -> tuple[List[str], str]:
+    """``train DATA_DIR NAME`` (as ``larvatagger.jl train``) or ``train DATA... -m NAME``."""
+    data = list(data or [])
+    if name is None and len(data) >= 2 and not Path(data[-1]).exists():
+        name = data.pop()
+    if not name:
+        raise typer.BadParameter("name the new model instance: --model-instance NAME (or DATA_DIR NAME)",
+                                 param_hint="--model-instance")
+    return data, name
+
+
+def _train_common(request: _Training) -> None:
+    """Direct mode (data given), or backend project mode (data in data/raw/<token>):
+    with the project's own scripts if it has them, else with a backend plug-in."""
+    from .project import new_model_instance
+
+    options = request.options
+    if options["balancing"] not in ("auto", "maggotuba", "none"):
+        raise typer.BadParameter("auto, maggotuba or none", param_hint="--balancing-strategy")
+    if request.data:
+        sources = _training_sources([Path(d) for d in request.data], request.trxmat_only)
+        name = request.name
+        output_dir = Path(name) if ("/" in name or name.startswith(".")) else request.models_dir / name
+        with new_model_instance(output_dir) as work:
+            result = _train_with_backend(request, sources, work, project=None)
+        _report_training(result, output_dir)
+        return
+    from .explorer import BackendExplorer
+
+    explorer = BackendExplorer(Path.cwd(), model_instance=request.name, sandbox=request.sandbox,
+                               pretrained_model_instance=request.pretrained)
+    raw = explorer.raw_data_dir(create=False)
+    if not raw.is_dir() or not any(raw.iterdir()):
+        raise TaggingError(f"{raw}: no training data; put label files and their tracking files there "
+                           "(or give a data directory as argument)")
+    output_dir = explorer.model_dir()
+    step = "finetune_model" if request.start_from else "train_model"
+    with explorer.lock():
+        if request.backend is None and explorer.script(step) is not None:
+            if output_dir.exists() and any(output_dir.iterdir()):
+                raise OutputExistsError(f"{output_dir}: model instance already exists; choose another name")
+            script_options = {k: v for k, v in options.items() if k != "write_dataset"}
+            if request.start_from:
+                script_options["original_model_instance"] = request.start_from
+            _run_project_scripts(explorer, step, make_dataset=request.make_dataset,
+                                 build_features=request.build_features,
+                                 options={**script_options, "trxmat_only": request.trxmat_only})
+            say(f"{explorer.script(step).name}: wrote {output_dir}")
+            return
+        with new_model_instance(output_dir) as work:
+            interim = explorer.interim_data_dir()
+            saved = sorted(interim.glob("larva_dataset_*.hdf5"))
+            if not request.make_dataset and saved:
+                sources = [saved[-1]]  # --skip-make-dataset: the dataset made by an earlier run
+            else:
+                sources = _training_sources([raw], request.trxmat_only)
+                if options.get("write_dataset") is None and not request.start_from:
+                    options = {**options, "write_dataset": interim}
+            result = _train_with_backend(dataclasses.replace(request, options=options), sources, work,
+                                         project=explorer.project_dir)
+    _report_training(result, output_dir)
+
+
+def _training_sources(paths: List[Path], trxmat_only: bool) -> List[Path]:
+    for path in paths:
+        if not path.exists():
+            raise TaggingError(f"{path}: no such file or directory")
+    if not trxmat_only:
+        return paths
+    found = [p for path in paths for p in (sorted(path.rglob("*.mat")) if path.is_dir() else [path])
+             if p.suffix.lower() == ".mat"]
+    if not found:
+        raise TaggingError("--trxmat-only: no trx.mat files in " + ", ".join(map(str, paths)))
+    return found
+
+
+def _train_with_backend(request: _Training, sources: List[Path], output_dir: Path,
+                        project: Optional[Path]) -> dict:
     from .backends import get_backend
 
-    module = get_backend(backend)
-    if balancing not in ("auto", "maggotuba", "none"):
-        raise typer.BadParameter("auto, maggotuba or none", param_hint="--balancing-strategy")
+    module = get_backend(request.backend)
+    resolve = (lambda f, n: f(n, project)) if project else (lambda f, n: f(n))
+    base = resolve(module.resolve_model, request.start_from) if request.start_from else None
+    encoder = None if base else resolve(module.resolve_pretrained, request.pretrained)
+    options = module.TrainOptions(**request.options)
+    return module.train_instance(sources, output_dir, options, pretrained=encoder, start_from=base)
+
+
+def _report_training(result: dict, output_dir: Path) -> None:
+    say(f"wrote {output_dir} ({', '.join(result['labels'])}; {result['samples']} training windows; "
+        f"best validation macro-F1 {result['best_macro_f1']:.3f})")
+
+
+def _train_options(*, labels, balancing, class_weights, sample_size, include_all, iterations, layers, seed,
+                   window_length, frame_interval, device, write_dataset, **classifier) -> dict:
     weights = None
     if class_weights:
         try:
             weights = [float(w) for w in _csv(class_weights)]
         except ValueError:
             raise typer.BadParameter("comma-separated numbers", param_hint="--class-weights") from None
-    output_dir = Path(name) if ("/" in name or name.startswith(".")) else models_dir / name
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise OutputExistsError(f"{output_dir}: model instance already exists; choose another name")
-    options = module.TrainOptions(labels=_csv(labels), balancing=balancing, class_weights=weights,
-                                  sample_size=sample_size, include_all=include_all or None,
-                                  iterations=_parse_iterations(iterations), layers=layers, seed=seed,
-                                  window_length=window_length, frame_interval=frame_interval, device=device,
-                                  write_dataset=write_dataset, classifier=classifier,
-                                  n_estimators=n_estimators, max_depth=max_depth)
-    base = module.resolve_model(start_from) if start_from else None
-    encoder = None if base else module.resolve_pretrained(pretrained)
-    result = module.train_instance([Path(d) for d in data], output_dir, options, pretrained=encoder,
-                                   start_from=base)
-    say(f"wrote {result['output']} ({', '.join(result['labels'])}; {result['samples']} training windows; "
-        f"best validation macro-F1 {result['best_macro_f1']:.3f})")
+    return dict(labels=_csv(labels), balancing=balancing, class_weights=weights, sample_size=sample_size,
+                include_all=include_all or None, iterations=_parse_iterations(iterations), layers=layers,
+                seed=seed, window_length=window_length, frame_interval=frame_interval, device=device,
+                write_dataset=write_dataset, **classifier)
 
 
 _TRAIN_OPTIONS = dict(
@@ -496,16 +643,28 @@ _TRAIN_OPTIONS = dict(
     window_length=typer.Option(None, "--window-length", help="Window points (must match the encoder)."),
     frame_interval=typer.Option(None, "--frame-interval", help="Seconds between window points."),
     device=typer.Option("cpu", "--device"),
-    backend=typer.Option(None, "--backend"),
-    models_dir=typer.Option(Path("models"), "--models-dir", help="Where new model instances go."),
+    backend=typer.Option(None, "--backend", help="Backend plug-in (default: the project's scripts if any, "
+                                                  "else maggotuba)."),
+    models_dir=typer.Option(Path("models"), "--models-dir", help="Direct mode: where new model instances go."),
     write_dataset=typer.Option(None, "--write-dataset", help="Also save the larva_dataset_*.hdf5 here."),
+    sandbox=typer.Option(None, "--sandbox", help="Backend project mode: read data/raw/SANDBOX."),
+    make_dataset=typer.Option(True, "--make-dataset/--skip-make-dataset",
+                              help="Backend project mode: build the training dataset (default), or reuse "
+                                   "the larva_dataset_*.hdf5 an earlier run left in data/interim/<token>."),
+    reuse_h5files=typer.Option(False, "--reuse-h5files", help="Same as --skip-make-dataset."),
+    build_features=typer.Option(True, "--build-features/--skip-build-features",
+                                help="Backend project mode: run the project's build_features.py, if any."),
+    trxmat_only=typer.Option(False, "--trxmat-only",
+                             help="Train on the behaviour tags of trx.mat files only (ignore .label files)."),
 )
 
 
 @app.command()
 def train(
-    data: List[Path] = typer.Argument(..., metavar="DATA_DIR...", help="Label files or directories of them."),
-    name: str = typer.Option(..., "--model-instance", "-m", help="Name of the new model instance."),
+    data: List[str] = typer.Argument(None, metavar="[DATA_DIR]... [NAME]",
+                                     help="Label files or directories of them (default, in a backend "
+                                          "project: data/raw/NAME); then, without -m, the new instance's name."),
+    name: Optional[str] = typer.Option(None, "--model-instance", "-m", help="Name of the new model instance."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained-model-instance",
                                              help="Pretrained encoder: name or directory (ours or the "
                                                   "original MaggotUBA's); default: shipped default."),
@@ -517,26 +676,46 @@ def train(
     frame_interval: Optional[float] = _TRAIN_OPTIONS["frame_interval"], device: str = _TRAIN_OPTIONS["device"],
     backend: Optional[str] = _TRAIN_OPTIONS["backend"], models_dir: Path = _TRAIN_OPTIONS["models_dir"],
     write_dataset: Optional[Path] = _TRAIN_OPTIONS["write_dataset"],
+    sandbox: Optional[str] = _TRAIN_OPTIONS["sandbox"], make_dataset: bool = _TRAIN_OPTIONS["make_dataset"],
+    reuse_h5files: bool = _TRAIN_OPTIONS["reuse_h5files"], build_features: bool = _TRAIN_OPTIONS["build_features"],
+    trxmat_only: bool = _TRAIN_OPTIONS["trxmat_only"],
     classifier: str = typer.Option("dense", "--classifier",
-                                   help="dense (encoder + dense layers, fine-tuned) or randomforest "
-                                        "(frozen encoder + random forest, the 20220418 design)."),
+                                   help="dense (encoder + dense layers, fine-tuned), randomforest "
+                                        "(frozen encoder + random forest, the 20220418 design) or bagging "
+                                        "(an ensemble of dense taggers on several window lengths, majority "
+                                        "vote, the 20221228 design)."),
     n_estimators: int = typer.Option(100, "--n-estimators", min=1, help="Trees (random forest)."),
     max_depth: Optional[int] = typer.Option(None, "--max-depth", min=1, help="Tree depth (random forest)."),
+    bag_window_lengths: Optional[str] = typer.Option(
+        None, "--bag-window-lengths", help="Bagging: comma-separated window lengths in points (default: the "
+                                           "pretrained encoder's; upstream's 20221228 used 15,30)."),
+    bag_size: int = typer.Option(25, "--bag-size", min=1, help="Bagging: members per window length."),
 ) -> None:
     """Train a new tagger on labelled data (label files with their tracking files).
 
-    Example: tagging-backend train demo --model-instance mytagger --iterations 200,200
+    Examples: tagging-backend train demo --model-instance mytagger --iterations 200,200
+    (direct), tagging-backend train demo mytagger (as larvatagger.jl train), or, in a backend
+    project with the data in data/raw/mytagger: tagging-backend train --model-instance mytagger
     """
-    _train_common(data, name, start_from=None, labels=labels, balancing=balancing, class_weights=class_weights,
-                  sample_size=sample_size, include_all=include_all, iterations=iterations, layers=layers,
-                  seed=seed, window_length=window_length, frame_interval=frame_interval, pretrained=pretrained,
-                  device=device, backend=backend, models_dir=models_dir, write_dataset=write_dataset,
-                  classifier=classifier, n_estimators=n_estimators, max_depth=max_depth)
+    data, name = _split_name(data, name)
+    options = _train_options(labels=labels, balancing=balancing, class_weights=class_weights,
+                             sample_size=sample_size, include_all=include_all, iterations=iterations,
+                             layers=layers, seed=seed, window_length=window_length, frame_interval=frame_interval,
+                             device=device, write_dataset=write_dataset, classifier=classifier,
+                             n_estimators=n_estimators, max_depth=max_depth,
+                             bag_window_lengths=_int_list(bag_window_lengths, "--bag-window-lengths"),
+                             bag_members=bag_size)
+    _train_common(_Training(data=data, name=name, start_from=None, backend=backend, models_dir=models_dir,
+                            sandbox=sandbox, make_dataset=make_dataset and not reuse_h5files,
+                            build_features=build_features, trxmat_only=trxmat_only, options=options,
+                            pretrained=pretrained))
 
 
 @app.command()
 def finetune(
-    data: List[Path] = typer.Argument(..., metavar="DATA_DIR...", help="Label files or directories of them."),
+    data: List[str] = typer.Argument(None, metavar="[DATA_DIR]...",
+                                     help="Label files or directories of them (default, in a backend "
+                                          "project: data/raw/<output instance>)."),
     start_from: str = typer.Option("default", "--model-instance", "-m",
                                    help="Existing tagger to start from."),
     name: str = typer.Option(..., "--output-instance", "-O", help="Name of the new model instance."),
@@ -545,16 +724,19 @@ def finetune(
     sample_size: Optional[int] = _TRAIN_OPTIONS["sample_size"], include_all: str = _TRAIN_OPTIONS["include_all"],
     iterations: str = _TRAIN_OPTIONS["iterations"], seed: int = _TRAIN_OPTIONS["seed"],
     device: str = _TRAIN_OPTIONS["device"], backend: Optional[str] = _TRAIN_OPTIONS["backend"],
-    models_dir: Path = _TRAIN_OPTIONS["models_dir"],
+    models_dir: Path = _TRAIN_OPTIONS["models_dir"], sandbox: Optional[str] = _TRAIN_OPTIONS["sandbox"],
+    build_features: bool = _TRAIN_OPTIONS["build_features"], trxmat_only: bool = _TRAIN_OPTIONS["trxmat_only"],
 ) -> None:
     """Further train an existing tagger on new labelled data; saves a NEW model instance.
 
     Example: tagging-backend finetune demo --model-instance default --output-instance default-mylab
     """
-    _train_common(data, name, start_from=start_from, labels=labels, balancing=balancing,
-                  class_weights=class_weights, sample_size=sample_size, include_all=include_all,
-                  iterations=iterations, layers=1, seed=seed, window_length=None, frame_interval=None,
-                  pretrained=None, device=device, backend=backend, models_dir=models_dir, write_dataset=None)
+    options = _train_options(labels=labels, balancing=balancing, class_weights=class_weights,
+                             sample_size=sample_size, include_all=include_all, iterations=iterations, layers=1,
+                             seed=seed, window_length=None, frame_interval=None, device=device, write_dataset=None)
+    _train_common(_Training(data=list(data or []), name=name, start_from=start_from, backend=backend,
+                            models_dir=models_dir, sandbox=sandbox, make_dataset=True,
+                            build_features=build_features, trxmat_only=trxmat_only, options=options))
 
 
 @app.command()
@@ -587,11 +769,109 @@ def pretrain(
     say(f"wrote {result['output']} ({result['windows']} windows; best validation MSE {result['best_loss']:.5f})")
 
 
+# ------------------------------------------------- merge, backends, new
+@app.command()
+def merge(
+    predicted: Path = typer.Argument(..., metavar="PREDICTED", help="Automatic labels (e.g. predicted.label)."),
+    manual: Path = typer.Argument(..., metavar="MANUAL", help="Labels holding manual edits."),
+    output: Optional[Path] = typer.Argument(None, metavar="[OUTPUT]",
+                                            help="Default: PREDICTED's directory, merged.label."),
+    manual_label: str = typer.Option("edited", "--manual-label",
+                                     help="Secondary label that marks a manually edited step."),
+    decode: bool = typer.Option(False, "--decode", help="Write label names instead of integer codes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists."),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Check the files' dependencies' SHA-1."),
+) -> None:
+    """Merge manually edited steps into automatic labels (as `larvatagger.jl merge`).
+
+    Every step of MANUAL that carries the manual label (default `edited`) replaces the
+    automatic label at the same time; tracks only in MANUAL are copied over.
+    Example: tagging-backend merge demo/predicted.label demo/groundtruth.label demo/merged.label
+    """
+    from .data.labels import Labels, is_edited
+
+    automatic = Labels.load(predicted, verify=verify)
+    edits = Labels.load(manual, verify=verify)
+    output = output or predicted.parent / "merged.label"
+    if output.exists() and not overwrite:
+        raise OutputExistsError(f"{output}: already exists (pass --overwrite to replace it)")
+    merged = automatic.merge(edits, predicate=lambda entry: is_edited(entry, manual_label))
+    n_edited = sum(is_edited(e, manual_label) for track in edits.tracks.values() for e in track.labels)
+    merged.metadata["provenance"] = provenance("merge", predicted=str(predicted), manual=str(manual),
+                                               manual_label=manual_label)
+    merged.dump(output, encode=not decode, overwrite=overwrite)
+    say(f"wrote {output} ({n_edited} edited steps of {manual.name} merged into {predicted.name})")
+
+
+@app.command()
+def backends() -> None:
+    """List the installed backend plug-ins, and the backend project in the current directory.
+
+    Third-party backends register a module under the entry-point group
+    `taggingbackends.backends`; projects made by `tagging-backend new` run their own scripts.
+    """
+    from .backends import installed
+    from .explorer import SCRIPTS, BackendExplorer, is_backend_project
+
+    table = Table(title="installed backends")
+    for column in ("name", "module", "distribution", "version"):
+        table.add_column(column)
+    for name, entry in sorted(installed().items()):
+        dist = entry.dist
+        table.add_row(name, entry.value, dist.name if dist else "?", dist.version if dist else "?")
+    console.print(table)
+    here = Path.cwd()
+    if is_backend_project(here):
+        explorer = BackendExplorer(here)
+        scripts = [step for step in SCRIPTS if explorer.script(step) is not None]
+        console.print(f"backend project here: {explorer.project_name} (scripts: {', '.join(scripts) or 'none'}; "
+                      f"model instances: {', '.join(explorer.list_model_instances()) or 'none'})")
+
+
+@app.command()
+def new(
+    name: str = typer.Argument(..., metavar="NAME", help="Project name, e.g. My-Tagger (package my_tagger)."),
+    parent: Path = typer.Option(Path("."), "--in", help="Directory to create the project in."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing project directory."),
+) -> None:
+    """Create a backend project (upstream's template layout) with a working example tagger.
+
+    Example: tagging-backend new My-Tagger && cd My-Tagger  (then see its README.md)
+    """
+    from .newproject import create_project
+
+    path = create_project(name, parent, overwrite=overwrite)
+    say(f"created {path}: put labelled data in data/raw/<instance>/, then run "
+        "`tagging-backend train --model-instance <instance>` there")
+
+
 # ----------------------------------------------------------------- main
+_GLOBAL_FLAGS = ("--debug", "--quiet")
+
+
+def _hoist_global_flags(args: List[str]) -> List[str]:
+    """Upstream passes ``--debug`` after the command (``tagging-backend train --debug``):
+    global flags are accepted anywhere and moved before the command."""
+    flags = [a for a in args if a in _GLOBAL_FLAGS]
+    return flags + [a for a in args if a not in _GLOBAL_FLAGS]
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (a batch scheduler's first signal, `kill`'s default) raises SystemExit,
+    so that temporary files are removed on the way out and no partial output remains."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry point: run the app, turning user errors into one line."""
+    args = _hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
+    _exit_cleanly_on_sigterm()
     try:
-        app(args=argv, prog_name="tagging-backend")
+        app(args=args, prog_name="tagging-backend")
     except TaggingError as err:
         if state.debug:
             raise
