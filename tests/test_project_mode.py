@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +145,11 @@ def test_upstream_train_then_predict_in_a_backend_project(recordings, tmp_path):
     second = json.loads((tmp_path / "models" / "second" / "clf_config.json").read_text())
     assert second["training_data"]["dataset"] == str(interim[0])  # reused, not rebuilt
     assert sorted(second["training_data"]["sources"]) == sorted(config["training_data"]["sources"])
+    tuned = cli("finetune", "--original-model-instance", "mytagger", "--model-instance", "tuned",
+                "--sandbox", "mytagger", "--iterations", "1,1", cwd=tmp_path)
+    assert tuned.returncode == 0, tuned.stderr
+    tuned_config = json.loads((tmp_path / "models" / "tuned" / "clf_config.json").read_text())
+    assert Path(tuned_config["pretrained_model"]).name == "mytagger" and tuned_config["labels"] == ["run", "cast"]
 
     shutil.rmtree(raw)
     raw.mkdir()

@@ -716,9 +716,15 @@ def finetune(
     data: List[str] = typer.Argument(None, metavar="[DATA_DIR]...",
                                      help="Label files or directories of them (default, in a backend "
                                           "project: data/raw/<output instance>)."),
-    start_from: str = typer.Option("default", "--model-instance", "-m",
-                                   help="Existing tagger to start from."),
-    name: str = typer.Option(..., "--output-instance", "-O", help="Name of the new model instance."),
+    model_instance: Optional[str] = typer.Option(None, "--model-instance", "-m",
+                                                 help="Existing tagger to start from (default: the shipped "
+                                                      "default); the NEW instance when --original-model-instance "
+                                                      "is given (upstream form)."),
+    output_instance: Optional[str] = typer.Option(None, "--output-instance", "-O",
+                                                  help="Name of the new model instance."),
+    original: Optional[str] = typer.Option(None, "--original-model-instance",
+                                           help="Upstream form: the tagger to start from, with --model-instance "
+                                                "naming the new one."),
     labels: Optional[str] = _TRAIN_OPTIONS["labels"], balancing: str = _TRAIN_OPTIONS["balancing"],
     class_weights: Optional[str] = _TRAIN_OPTIONS["class_weights"],
     sample_size: Optional[int] = _TRAIN_OPTIONS["sample_size"], include_all: str = _TRAIN_OPTIONS["include_all"],
@@ -729,14 +735,34 @@ def finetune(
 ) -> None:
     """Further train an existing tagger on new labelled data; saves a NEW model instance.
 
-    Example: tagging-backend finetune demo --model-instance default --output-instance default-mylab
+    Examples: tagging-backend finetune demo --model-instance default --output-instance default-mylab,
+    or, in a backend project with the data in data/raw/mylab (upstream form):
+    tagging-backend finetune --original-model-instance default --model-instance mylab
     """
+    start_from, name = _finetune_names(model_instance, output_instance, original)
     options = _train_options(labels=labels, balancing=balancing, class_weights=class_weights,
                              sample_size=sample_size, include_all=include_all, iterations=iterations, layers=1,
                              seed=seed, window_length=None, frame_interval=None, device=device, write_dataset=None)
     _train_common(_Training(data=list(data or []), name=name, start_from=start_from, backend=backend,
                             models_dir=models_dir, sandbox=sandbox, make_dataset=True,
                             build_features=build_features, trxmat_only=trxmat_only, options=options))
+
+
+def _finetune_names(model_instance: Optional[str], output_instance: Optional[str],
+                    original: Optional[str]) -> tuple:
+    """(tagger to start from, new instance) from either naming form."""
+    if original is not None:
+        if model_instance and output_instance:
+            raise typer.BadParameter("with --original-model-instance, name the new instance once "
+                                     "(--model-instance or --output-instance)", param_hint="--output-instance")
+        name = output_instance or model_instance
+        if not name:
+            raise typer.BadParameter("name the new instance", param_hint="--model-instance")
+        return original, name
+    if not output_instance:
+        raise typer.BadParameter("name the new instance (or use --original-model-instance OLD "
+                                 "--model-instance NEW)", param_hint="--output-instance")
+    return model_instance or "default", output_instance
 
 
 @app.command()
