@@ -872,7 +872,7 @@ def new(
 
 
 # ----------------------------------------------------------------- main
-_GLOBAL_FLAGS = ("--debug", "--quiet")
+_GLOBAL_FLAGS = ("--debug", "--quiet", "-q")
 
 
 def _hoist_global_flags(args: List[str]) -> List[str]:
