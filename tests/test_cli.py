@@ -162,3 +162,15 @@ def test_framework_does_not_import_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_command_help_has_an_example():
+    """Issue 5: `--help` on every command shows a command to paste."""
+    from typer.main import get_command
+
+    from taggingbackends.cli import app
+
+    group = get_command(app)
+    assert len(group.commands) >= 12
+    for name, command in group.commands.items():
+        assert "Example" in (command.help or ""), f"{name} --help has no example"

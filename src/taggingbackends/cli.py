@@ -80,7 +80,10 @@ _KEY_DEPENDENCIES = ("numpy", "scipy", "h5py", "typer", "rich", "torch", "scikit
 
 @app.command()
 def info() -> None:
-    """Versions of the package, Python and key dependencies (torch is not imported)."""
+    """Versions of the package, Python and key dependencies (torch is not imported).
+
+    Example: tagging-backend info
+    """
     table = Table(title="tagging-backend", show_header=True)
     table.add_column("component")
     table.add_column("version")
@@ -99,7 +102,10 @@ def info() -> None:
 # -------------------------------------------------------------- formats
 @app.command()
 def formats() -> None:
-    """Supported tracking/label formats, their suffixes and how each is detected."""
+    """Supported tracking/label formats, their suffixes and how each is detected.
+
+    Example: tagging-backend formats
+    """
     from .formats import formats as registered
 
     table = Table(show_header=True, show_lines=True)
@@ -402,10 +408,10 @@ def predict(
 ) -> None:
     """Tag every time step of every larva.
 
-    Direct mode: tagging-backend predict demo/trx.mat  (writes demo/predicted.label and
+    Example (direct mode): tagging-backend predict demo/trx.mat  (writes demo/predicted.label and
     demo/predicted.probabilities.h5 with the shipped default tagger).
 
-    Backend project mode (upstream): tagging-backend predict --model-instance NAME [--sandbox TOKEN],
+    Example (backend project mode, upstream): tagging-backend predict --model-instance NAME [--sandbox TOKEN],
     run in the project root with the tracking files in data/raw/TOKEN (TOKEN defaults to NAME),
     writes data/processed/TOKEN/.../predicted.label.
     """
@@ -835,6 +841,7 @@ def backends() -> None:
 
     Third-party backends register a module under the entry-point group
     `taggingbackends.backends`; projects made by `tagging-backend new` run their own scripts.
+    Example: tagging-backend backends
     """
     from .backends import installed
     from .explorer import SCRIPTS, BackendExplorer, is_backend_project
