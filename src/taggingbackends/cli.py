@@ -6,8 +6,10 @@ and exit with status 1 (2 for usage errors); ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
+import inspect
 import platform
 import sys
 from importlib import metadata as _metadata
@@ -606,6 +608,33 @@ def _training_sources(paths: List[Path], trxmat_only: bool) -> List[Path]:
     return found
 
 
+@contextlib.contextmanager
+def _stage_progress(totals: dict):
+    """Progress bars for long training work, one per stage, fed by a backend's
+    ``progress(stage, done, loss)`` callback. A stage's total comes from ``totals``
+    by its name or its last comma-separated part (bagging prefixes the member);
+    unknown stages get an open-ended bar. Transient: logs keep only the summary."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4g}"), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=state.quiet, transient=True) as bar:
+        tasks: dict = {}
+
+        def report(stage: str, done: int, loss: float) -> None:
+            if stage not in tasks:
+                total = totals.get(stage, totals.get(stage.rsplit(", ", 1)[-1]))
+                tasks[stage] = bar.add_task(stage, total=total, loss=float(loss))
+            bar.update(tasks[stage], completed=done, loss=float(loss))
+
+        yield report
+
+
+def _accepts_progress(function) -> bool:
+    """Whether a plug-in's entry point takes a ``progress`` callback (optional for plug-ins)."""
+    return "progress" in inspect.signature(function).parameters
+
+
 def _train_with_backend(request: _Training, sources: List[Path], output_dir: Path,
                         project: Optional[Path]) -> dict:
     from .backends import get_backend
@@ -615,7 +644,12 @@ def _train_with_backend(request: _Training, sources: List[Path], output_dir: Pat
     base = resolve(module.resolve_model, request.start_from) if request.start_from else None
     encoder = None if base else resolve(module.resolve_pretrained, request.pretrained)
     options = module.TrainOptions(**request.options)
-    return module.train_instance(sources, output_dir, options, pretrained=encoder, start_from=base)
+    if not _accepts_progress(module.train_instance):
+        return module.train_instance(sources, output_dir, options, pretrained=encoder, start_from=base)
+    frozen, tuned = request.options["iterations"]
+    with _stage_progress({"frozen encoder": frozen, "fine-tuning": tuned}) as report:
+        return module.train_instance(sources, output_dir, options, pretrained=encoder, start_from=base,
+                                     progress=report)
 
 
 def _report_training(result: dict, output_dir: Path) -> None:
@@ -795,9 +829,12 @@ def pretrain(
     module = get_backend(backend)
     output_dir = Path(name) if ("/" in name or name.startswith(".")) else models_dir / name
     found = _tracking_inputs(list(data))
-    result = module.pretrain_instance(found, output_dir, window_length=window_length,
-                                      frame_interval=frame_interval, latent=latent, iterations=iterations,
-                                      windows=windows, seed=seed, device=device)
+    arguments = dict(window_length=window_length, frame_interval=frame_interval, latent=latent,
+                     iterations=iterations, windows=windows, seed=seed, device=device)
+    with _stage_progress({"pretraining": iterations}) as report:
+        if _accepts_progress(module.pretrain_instance):
+            arguments["progress"] = lambda done, loss, validation_loss: report("pretraining", done, loss)
+        result = module.pretrain_instance(found, output_dir, **arguments)
     say(f"wrote {result['output']} ({result['windows']} windows; best validation MSE {result['best_loss']:.5f})")
 
 
