@@ -5,9 +5,9 @@ Prints, in one run:
 * the measured fp32 matrix-multiply peak of this machine and the encoder's
   fp32 limit (peak ÷ 42.3 MFLOP per window);
 * end-to-end larva-steps/s of `predict` on a t15-size synthetic run (337
-  larvae, ~134,000 larva-steps) for fp32 (default) and bf16, the share of the
+  larvae, ~134,000 larva-steps) for fp32 (default), bf16 and bf16-full, the share of the
   fp32 limit, the time split by stage (read, windows, encoder, classifier,
-  post-processing, writing), label agreement bf16 vs fp32, and whether two
+  post-processing, writing), label agreement of each bf16 variant with fp32, and whether two
   fp32 runs give bit-identical labels;
 * peak memory rise during prediction.
 
@@ -81,7 +81,7 @@ def main() -> None:
         print(f"run: {run.n_tracks} larvae, {run.n_steps} larva-steps; read trx.mat {t_read:.2f} s")
 
         results = {}
-        precisions = ["fp32", "bf16"]
+        precisions = ["fp32", "bf16", "bf16-full"]
         if device == "cpu":
             from maggotuba.inference import has_native_bf16
 
@@ -116,9 +116,10 @@ def main() -> None:
               f"{base_total / total:7.2f}x  {t['windows']:.3f} / {t['encoder']:.3f} / "
               f"{t['classifier']:.3f} / {t['post_processing']:.3f} / {t_write:.3f}   "
               f"{identical}")
-    if "bf16" in results:
-        agreement = float(np.mean(results["fp32"][1].classes == results["bf16"][1].classes))
-        print(f"\nbf16 labels equal to fp32: {100 * agreement:.2f} %")
+    for precision in results:
+        if precision != "fp32":
+            agreement = float(np.mean(results["fp32"][1].classes == results[precision][1].classes))
+            print(f"{precision} labels equal to fp32: {100 * agreement:.2f} %")
     outside = 1 - results["fp32"][1].timings["encoder"] / base_total
     print(f"fp32: time outside the encoder {100 * outside:.1f} % of predict (read and write excluded)")
     print(f"peak resident memory of this process: {rss:.0f} MB")

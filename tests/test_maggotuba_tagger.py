@@ -135,3 +135,23 @@ def test_cuda_prediction_matches_cpu():
     assert np.mean(gpu.classes == cpu.classes) > 0.999
     bf16 = predict_run(saved, run, device="cuda", precision="bf16")
     assert np.mean(bf16.classes == gpu.classes) > 0.995
+
+
+@pytest.mark.parametrize("precision", ["bf16", "bf16-full"])
+def test_cpu_reduced_precision_prediction(precision):
+    """bf16 variants keep the labels (≥ 99 % equal on a small run) where the CPU has native
+    bf16, and are refused with a clear error where it would be emulated ~100x slower."""
+    from maggotuba.backend import SHIPPED
+    from maggotuba.inference import has_native_bf16
+    from taggingbackends.errors import TaggingError
+
+    run = simulate(SimulationConfig(n_larvae=6, duration=30.0, seed=12)).run
+    saved = load_tagger(SHIPPED / "models" / "default")
+    if not has_native_bf16():
+        with pytest.raises(TaggingError, match="no native bf16"):
+            predict_run(saved, run, precision=precision)
+        return
+    fp32 = predict_run(saved, run)
+    reduced = predict_run(saved, run, precision=precision)
+    assert np.array_equal(reduced.classes, predict_run(saved, run, precision=precision).classes)
+    assert np.mean(reduced.classes == fp32.classes) >= 0.99

@@ -90,20 +90,26 @@ def abc_to_aac(classes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def make_encoder(saved: SavedTagger, device: str, precision: str) -> Callable[[np.ndarray], torch.Tensor]:
     """A function embedding ``(n, 2, 5, T)`` float32 windows on ``device``: on the CPU the
     GEMM-chain encoder of :mod:`maggotuba.inference` (exact in fp32); on a GPU the
-    batch-norm-folded encoder in fp32, the module itself under autocast in bf16."""
+    batch-norm-folded encoder in fp32, the module itself under autocast in bf16.
+
+    ``precision``: ``fp32``; ``bf16`` (CPU: the dominant time convolution in bf16, the
+    rest fp32; fastest where the CPU has AMX); ``bf16-full`` (CPU: every convolution in
+    bf16; faster on CPUs with AVX512-BF16 but no AMX, slightly less exact).
+    """
     encoder = saved.model.encoder.to(device).eval()
     if torch.device(device).type == "cpu":
         from .inference import has_native_bf16, make_inference_encoder, supports
 
-        if precision == "bf16" and not has_native_bf16():
-            raise TaggingError("--precision bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), so "
-                               "bf16 would run about 100x slower than fp32; use fp32 (the default)")
+        if precision.startswith("bf16") and not has_native_bf16():
+            raise TaggingError(f"--precision {precision}: this CPU has no native bf16 (AVX512-BF16 or AMX), "
+                               "so bf16 would run about 100x slower than fp32; use fp32 (the default)")
 
         if supports(encoder):
             return make_inference_encoder(encoder, precision=precision)
     elif precision == "fp32":  # GPU: batch norm folded (exact to 1e-5), about 12 % faster on an H100
         encoder = encoder.fused().to(device).eval()
-    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
+    # on a GPU, autocast decides per operation: bf16-full is the same as bf16 there
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "bf16-full": torch.bfloat16}[precision]
 
     @torch.inference_mode()
     def encode(windows) -> torch.Tensor:

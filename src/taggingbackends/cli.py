@@ -389,8 +389,10 @@ def predict(
     output: str = typer.Option("{dir}/predicted.label", "--output", "-o",
                                help="Output path template: {dir}, {stem}, {name}, {model}."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, or bf16 (faster where the CPU or GPU "
-                                                              "has native bf16; ≥99.5 % equal labels)."),
+    precision: str = typer.Option("fp32", "--precision",
+                                  help="fp32; bf16 (the dominant layer in bf16: fastest on CPUs with AMX and on "
+                                       "GPUs) or bf16-full (every layer: fastest on CPUs with AVX512-BF16 but "
+                                       "no AMX); both need native bf16 and keep ≥99.5 % of labels equal."),
     edges: str = typer.Option("label", "--edges",
                               help="Steps within half a window of a track end: label (clamped window) or skip."),
     no_post_processing: bool = typer.Option(False, "--no-post-processing", help="Skip the ABC→AAC rule."),
@@ -417,8 +419,8 @@ def predict(
     run in the project root with the tracking files in data/raw/TOKEN (TOKEN defaults to NAME),
     writes data/processed/TOKEN/.../predicted.label.
     """
-    if precision not in ("fp32", "bf16"):
-        raise typer.BadParameter("choose fp32 or bf16", param_hint="--precision")
+    if precision not in ("fp32", "bf16", "bf16-full"):
+        raise typer.BadParameter("choose fp32, bf16 or bf16-full", param_hint="--precision")
     if edges not in ("label", "skip"):
         raise typer.BadParameter("choose label or skip", param_hint="--edges")
     options = dict(device=device, precision=precision, batch_size=batch_size, edges=edges,
