@@ -164,3 +164,21 @@ def test_backend_project_mode_as_upstream(demo, tmp_path):
     out = tmp_path / "data" / "processed" / "default" / "20230101_120000" / "predicted.label"
     labels = Labels.load(out)  # its dependency (the raw trx.mat) resolves and verifies
     assert labels.n_steps == Labels.load(demo / "a" / "groundtruth.label").n_steps
+
+
+def test_predict_a_list_of_files(work):
+    """`larvatagger predict files.txt`: a .txt list of inputs, relative to the list's folder."""
+    (work / "files.txt").write_text("# two runs\na/trx.mat\n\nb\n", encoding="utf-8")
+    result = cli("predict", work / "files.txt")
+    assert result.returncode == 0, result.stderr
+    assert (work / "a" / "predicted.label").is_file() and (work / "b" / "predicted.label").is_file()
+
+    (work / "bad.txt").write_text("a/trx.mat\nmissing/trx.mat\n", encoding="utf-8")
+    bad = cli("predict", work / "bad.txt", "--overwrite")
+    assert bad.returncode == 1 and "bad.txt: line 2: missing/trx.mat: no such file" in bad.stderr
+    (work / "empty.txt").write_text("# nothing\n", encoding="utf-8")
+    empty = cli("predict", work / "empty.txt")
+    assert empty.returncode == 1 and "empty list" in empty.stderr
+    (work / "binary.txt").write_bytes(b"\xff\xfe\x00")
+    binary = cli("predict", work / "binary.txt")
+    assert binary.returncode == 1 and binary.stderr.count("\n") == 1

@@ -317,7 +317,7 @@ def _tracking_inputs(paths: List[Path]) -> List[Path]:
         if not path.exists():
             raise TaggingError(f"{path}: no such file or directory")
         if path.is_file():
-            found.append(path)
+            found.extend(_listed_inputs(path) if _is_file_list(path) else [path])
             continue
         try:
             if detect(path).name == "schleyer":
@@ -336,6 +336,45 @@ def _tracking_inputs(paths: List[Path]) -> List[Path]:
     if not found:
         raise TaggingError("no tracking files found in " + ", ".join(map(str, paths)))
     return found
+
+
+def _is_file_list(path: Path) -> bool:
+    """A ``.txt`` file that is no tracking format: a list of inputs (as `larvatagger predict
+    files.txt`)."""
+    from .formats import detect
+
+    if path.suffix.lower() != ".txt":
+        return False
+    try:
+        detect(path)
+    except TaggingError:
+        return True
+    return False
+
+
+def _listed_inputs(list_file: Path) -> List[Path]:
+    """The tracking files named in ``list_file``, one path per line (blank lines and
+    ``#`` comments skipped; relative paths are relative to the list file's directory);
+    directories are expanded as on the command line."""
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise TaggingError(f"{list_file}: not a tracking file, nor a UTF-8 list of files") from None
+    entries = []
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        entry = Path(line).expanduser()
+        entry = entry if entry.is_absolute() else list_file.parent / entry
+        if not entry.exists():
+            raise TaggingError(f"{list_file}: line {number}: {line}: no such file or directory")
+        if entry.is_file() and _is_file_list(entry):
+            raise TaggingError(f"{list_file}: line {number}: {line}: lists of lists are not supported")
+        entries.append(entry)
+    if not entries:
+        raise TaggingError(f"{list_file}: an empty list of files")
+    return _tracking_inputs(entries)
 
 
 def output_paths(inputs: List[Path], template: str, model: str) -> List[Path]:
@@ -381,8 +420,8 @@ def _check_existing(outputs: List[Path], overwrite: bool, overwrite_edited: bool
 @app.command()
 def predict(
     inputs: List[Path] = typer.Argument(None, metavar="[INPUT]...",
-                                        help="Tracking files or directories (default: the backend "
-                                             "project's data/raw/<instance>)."),
+                                        help="Tracking files, directories, or .txt lists of them, one "
+                                             "per line (default: the backend project's data/raw/<instance>)."),
     model_instance: Optional[str] = typer.Option(None, "--model-instance", "-m",
                                                  help="Tagger name or directory (default: the shipped default)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="Backend plug-in (default: maggotuba)."),
