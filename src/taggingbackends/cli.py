@@ -515,8 +515,9 @@ def _predict_files(backend: Optional[str], model_instance: Optional[str], found:
         for path, out in zip(found, outputs):
             result = module.predict_file(saved, path, out, predict_options, model_name=model_name)
             progress.advance(task)
-            say(f"{path} → {out} ({result['larvae']} larvae, {result['steps']} steps; "
-                f"probabilities in {result['sidecar'].name})")
+            sidecar = result.get("sidecar")
+            say(f"{path} → {out} ({result['larvae']} larvae, {result['steps']} steps"
+                + (f"; probabilities in {Path(sidecar).name})" if sidecar else ")"))
 
 
 def _run_project_scripts(explorer, step: str, *, make_dataset: bool, build_features: bool,
