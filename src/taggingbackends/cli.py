@@ -43,6 +43,10 @@ class _State:
 state = _State()
 
 
+def _larvae(n: int) -> str:
+    return f"{n} larva" if n == 1 else f"{n} larvae"
+
+
 def say(message: str) -> None:
     """Print a progress or summary line unless ``--quiet``."""
     if not state.quiet:
@@ -171,7 +175,7 @@ def import_(
         labels.append_label(manual_label)
     labels.metadata["provenance"] = provenance("import")
     labels.dump(output, encode=not decode, overwrite=overwrite)
-    say(f"wrote {output} ({run.n_tracks} larvae, {run.n_steps} steps, "
+    say(f"wrote {output} ({_larvae(run.n_tracks)}, {run.n_steps} steps, "
         f"{'tags: ' + ', '.join(labels.used_names()) if has_tags else 'label: ' + str(default)})")
 
 
@@ -206,7 +210,7 @@ def convert(
         save(run, output, format=to)
     except ValueError as err:
         raise TaggingError(str(err)) from err
-    say(f"wrote {output} ({run.n_tracks} larvae, {run.n_steps} steps)")
+    say(f"wrote {output} ({_larvae(run.n_tracks)}, {run.n_steps} steps)")
 
 
 # ------------------------------------------------------------- simulate
@@ -251,7 +255,7 @@ def simulate(
         config = dataclasses.replace(config, behaviour_weights=balanced_weights(config))
     result = run_simulation(config)
     paths = write_simulation(result, output_dir, to, overwrite=overwrite)
-    say(f"wrote {', '.join(str(p) for p in paths)} ({result.run.n_tracks} larvae, "
+    say(f"wrote {', '.join(str(p) for p in paths)} ({_larvae(result.run.n_tracks)}, "
         f"{result.run.n_steps} steps)")
 
 
@@ -516,7 +520,7 @@ def _predict_files(backend: Optional[str], model_instance: Optional[str], found:
             result = module.predict_file(saved, path, out, predict_options, model_name=model_name)
             progress.advance(task)
             sidecar = result.get("sidecar")
-            say(f"{path} → {out} ({result['larvae']} larvae, {result['steps']} steps"
+            say(f"{path} → {out} ({_larvae(result['larvae'])}, {result['steps']} steps"
                 + (f"; probabilities in {Path(sidecar).name})" if sidecar else ")"))
 
 
