@@ -43,6 +43,11 @@ class _State:
 state = _State()
 
 
+def _no_progress_bars() -> bool:
+    """Progress bars only on a terminal (logs and pipes get the summary lines alone)."""
+    return state.quiet or not console.is_terminal
+
+
 def _larvae(n: int) -> str:
     return f"{n} larva" if n == 1 else f"{n} larvae"
 
@@ -514,7 +519,7 @@ def _predict_files(backend: Optional[str], model_instance: Optional[str], found:
     model_name = Path(model_instance).name if model_instance else model_dir.name
     saved = module.load_model(model_dir, device=options["device"])
     predict_options = module.PredictOptions(**options)
-    with Progress(console=console, disable=state.quiet, transient=True) as progress:
+    with Progress(console=console, disable=_no_progress_bars(), transient=True) as progress:
         task = progress.add_task("tagging", total=len(found))
         for path, out in zip(found, outputs):
             result = module.predict_file(saved, path, out, predict_options, model_name=model_name)
@@ -664,7 +669,7 @@ def _stage_progress(totals: dict):
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4g}"), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=state.quiet, transient=True) as bar:
+    with Progress(*columns, console=console, disable=_no_progress_bars(), transient=True) as bar:
         tasks: dict = {}
 
         def report(stage: str, done: int, loss: float) -> None:
