@@ -128,6 +128,18 @@ def _elapsed(tick: float, device: str) -> float:
     return time.perf_counter() - tick
 
 
+def post_processing_steps(saved: SavedTagger, edges: str, post_processing: Sequence[str] | None) -> Sequence[str]:
+    """The post-processing steps to apply (default: the model's own), after checking
+    them and the ``edges`` policy; ValueError if either is unknown."""
+    if edges not in ("label", "skip"):
+        raise ValueError("edges must be 'label' or 'skip'")
+    steps = post_processing if post_processing is not None else saved.config.post_processing
+    unknown = [s for s in steps if s not in POST_PROCESSING]
+    if unknown:
+        raise ValueError(f"unknown post-processing step(s) {unknown}; known: {list(POST_PROCESSING)}")
+    return steps
+
+
 def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision: str = "fp32",
                 batch_size: int = DEFAULT_BATCH_SIZE, edges: str = "label",
                 post_processing: Sequence[str] | None = None,
@@ -140,12 +152,7 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
 
         return predict_ensemble(saved, run, device=device, precision=precision, batch_size=batch_size,
                                 edges=edges, post_processing=post_processing)
-    if edges not in ("label", "skip"):
-        raise ValueError("edges must be 'label' or 'skip'")
-    steps = post_processing if post_processing is not None else saved.config.post_processing
-    unknown = [s for s in steps if s not in POST_PROCESSING]
-    if unknown:
-        raise ValueError(f"unknown post-processing step(s) {unknown}; known: {list(POST_PROCESSING)}")
+    steps = post_processing_steps(saved, edges, post_processing)
     spec = replace(saved.spec, edge="clamp", len_pred=0)
     encode = encode or make_encoder(saved, device, precision)
     classifier = saved.model.classifier.to(device).eval()

@@ -299,8 +299,8 @@ class BaggingEnsemble:
         members = [SavedTagger(model=m.model, config=m.config, model_config=m.model_config, spec=m.spec,
                                directory=Path("."), weights_sha1="", metadata={"kind": MEMBER_KIND})
                    for m in self.members]
-        return BaggingTagger(members=members, config=self.config.tagger, model_config=members[0].model_config,
-                             spec=members[0].spec, directory=Path("."), weights_sha1="",
+        return BaggingTagger(model=None, members=members, config=self.config.tagger,
+                             model_config=members[0].model_config, spec=members[0].spec, directory=Path("."), weights_sha1="",
                              metadata={"kind": KIND}, member_window_lengths=[m.window_length for m in self.members])
 
 
@@ -579,18 +579,12 @@ def self_pretrain(sources: Sequence[Path], length: int, config: BaggingConfig, *
 
 # ============================================================= persistence
 @dataclass
-class BaggingTagger:
-    """A bagging ensemble loaded from a model directory (SavedTagger-compatible; ``model`` is None)."""
+class BaggingTagger(SavedTagger):
+    """A bagging ensemble loaded from a model directory: a :class:`SavedTagger` whose
+    ``model`` is None, voting with its ``members``."""
 
     members: list[SavedTagger]
-    config: TaggerConfig
-    model_config: MaggotUBAConfig
-    spec: WindowSpec
-    directory: Path
-    weights_sha1: str
-    metadata: dict
     member_window_lengths: list[int]
-    model: None = None
 
 
 def member_names(n: int) -> list[str]:
@@ -692,7 +686,7 @@ def load_bagging(directory: str | Path, device: str = "cpu") -> BaggingTagger:
         if members and abs(member.spec.frame_interval - members[0].spec.frame_interval) > 1e-9:
             raise FormatError(member_dir, f"bagging member {name} has another frame interval")
         members.append(member)
-    return BaggingTagger(members=members, config=config, model_config=members[0].model_config,
+    return BaggingTagger(model=None, members=members, config=config, model_config=members[0].model_config,
                          spec=members[0].spec, directory=directory,
                          weights_sha1=ensemble_sha1([m.weights_sha1 for m in members]), metadata=document,
                          member_window_lengths=[m.spec.len_traj for m in members])
@@ -704,14 +698,9 @@ def predict_ensemble(saved: BaggingTagger, run, *, device: str = "cpu", precisio
                      post_processing: Sequence[str] | None = None):
     """Tag every step of ``run`` with every member and vote (module docstring);
     returns a :class:`maggotuba.predict.Prediction`."""
-    from ..predict import DEFAULT_BATCH_SIZE, POST_PROCESSING, Prediction, abc_to_aac, predict_run
+    from ..predict import DEFAULT_BATCH_SIZE, Prediction, abc_to_aac, post_processing_steps, predict_run
 
-    if edges not in ("label", "skip"):
-        raise ValueError("edges must be 'label' or 'skip'")
-    steps = post_processing if post_processing is not None else saved.config.post_processing
-    unknown = [s for s in steps if s not in POST_PROCESSING]
-    if unknown:
-        raise ValueError(f"unknown post-processing step(s) {unknown}; known: {list(POST_PROCESSING)}")
+    steps = post_processing_steps(saved, edges, post_processing)
     acc = VoteAccumulator(run.n_steps, len(saved.config.labels))
     timings: dict = {}
     for member in saved.members:
