@@ -300,8 +300,9 @@ class BaggingEnsemble:
                                directory=Path("."), weights_sha1="", metadata={"kind": MEMBER_KIND})
                    for m in self.members]
         return BaggingTagger(model=None, members=members, config=self.config.tagger,
-                             model_config=members[0].model_config, spec=members[0].spec, directory=Path("."), weights_sha1="",
-                             metadata={"kind": KIND}, member_window_lengths=[m.window_length for m in self.members])
+                             model_config=members[0].model_config, spec=members[0].spec,
+                             directory=Path("."), weights_sha1="", metadata={"kind": KIND},
+                             member_window_lengths=[m.window_length for m in self.members])
 
 
 def validation_split(datasets: Sequence, validation_fraction: float = 0.2, seed: int = 0) -> np.ndarray:
