@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -338,7 +339,8 @@ def export_nwb(item: LabelInput, output: Path, provenance: dict, overwrite: bool
         experiment_description="Automatic behaviour tagging of Drosophila larva tracks",
     )
     nwbfile.add_time_intervals(table)
-    with atomic_path(output, overwrite=overwrite) as tmp:
+    with atomic_path(output, overwrite=overwrite) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not end in '.nwb'")  # the temporary name
         with NWBHDF5IO(str(tmp), "w") as io:
             io.write(nwbfile)
     return len(bouts)
