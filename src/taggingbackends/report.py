@@ -158,7 +158,7 @@ def png_data(figure) -> str:
 
 @dataclass
 class LarvaRow:
-    run: str
+    source: str          # the run id, or file/run where one run id comes from several files
     larva: int
     bouts: list[Bout]
     t0: float
@@ -168,11 +168,13 @@ class LarvaRow:
 def larva_rows(runs: Sequence[LabelInput]) -> list[LarvaRow]:
     """Every larva of every run with its bouts, in run then larva order."""
     rows = []
+    run_ids = [item.run_id for item in runs]
     for item in runs:
+        source = item.run_id if run_ids.count(item.run_id) == 1 else f"{item.path.stem}/{item.run_id}"
         for larva in sorted(item.labels.tracks):
             track = item.labels.tracks[larva]
             if len(track):
-                rows.append(LarvaRow(item.run_id, larva, track_bouts(larva, track),
+                rows.append(LarvaRow(source, larva, track_bouts(larva, track),
                                      float(track.t[0]), float(track.t[-1])))
     return rows
 
@@ -195,7 +197,7 @@ def ethogram_figure(rows: Sequence[LarvaRow], colours: dict[str, str], several_r
     axes.set_ylim(len(shown) - 0.5, -0.5)
     if len(shown) <= 60:
         axes.set_yticks(range(len(shown)),
-                        [f"{r.run}:{r.larva}" if several_runs else str(r.larva) for r in shown], fontsize=7)
+                        [f"{r.source}:{r.larva}" if several_runs else str(r.larva) for r in shown], fontsize=7)
     axes.set_ylabel("larva")
     axes.set_xlabel("time (s)")
     used = [name for name in colours if any(b.label == name for r in shown for b in r.bouts)]
@@ -337,8 +339,9 @@ def bout_duration_figure(rows: Sequence[LarvaRow], behaviours: Sequence[str], co
     if not data:
         axes.text(0.5, 0.5, "no bouts", ha="center", va="center", transform=axes.transAxes)
         return figure
-    boxes = axes.boxplot([v for _, v in data], tick_labels=[f"{n}\n(n={len(v)})" for n, v in data],
-                         patch_artist=True, showfliers=True, flierprops={"markersize": 2})
+    boxes = axes.boxplot([v for _, v in data], patch_artist=True, showfliers=True,
+                         flierprops={"markersize": 2})
+    axes.set_xticks(range(1, len(data) + 1), [f"{n}\n(n={len(v)})" for n, v in data])
     for patch, (name, _) in zip(boxes["boxes"], data):
         patch.set_facecolor(colours.get(name, "#000000"))
         patch.set_alpha(0.7)
@@ -400,7 +403,7 @@ def metric_bars_figure(names: Sequence[str], series: dict[str, Sequence], title:
     axes.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     axes.set_ylim(0, 1.05)
     axes.set_title(title, fontsize=9)
-    axes.legend(fontsize=8, ncols=len(series), loc="lower right")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return figure
 
 
@@ -466,7 +469,7 @@ def labels_section(runs: Sequence[LabelInput], bin_s: float | None) -> str:
              f'<p id="labels-summary" data-runs="{len(runs)}" data-larvae="{len(rows)}" data-steps="{n_steps}">'
              f"{len(runs)} run(s), {len(rows)} larvae, {n_steps} time steps "
              f"({unlabelled} unlabelled).</p>"]
-    several = len({item.run_id for item in runs}) > 1
+    several = len(runs) > 1
     if rows:
         note = (f" (first {MAX_ETHOGRAM_LARVAE} of {len(rows)} larvae)" if len(rows) > MAX_ETHOGRAM_LARVAE else "")
         parts.append(image(png_data(ethogram_figure(rows, colours, several)),
