@@ -242,3 +242,18 @@ def test_bad_options_and_mismatched_sidecar(demo, tmp_path, capsys):
     capsys.readouterr()
     assert cli("export", folder, "--to", "csv", "-o", tmp_path / "x.csv", "--no-verify") == 1
     assert "another_run" in capsys.readouterr().err
+
+
+def test_a_multi_run_label_file_gives_one_table_with_both_runs(tmp_path):
+    runs = []
+    for run_id, entries in (("r1", ["run", "run", "cast"]), ("r2", ["cast", "cast", "cast"])):
+        labels = Labels(["run", "cast"], metadata={"id": run_id})
+        labels.tracks[1] = TrackLabels([0.0, 0.1, 0.2], entries)
+        runs.append(labels)
+    Labels.dump_all(runs, tmp_path / "both.label")
+    out = tmp_path / "bouts.parquet"
+    assert cli("export", tmp_path / "both.label", "--to", "parquet", "--table", "bouts", "-o", out) == 0
+    rows = pq.read_table(out).to_pylist()
+    assert [(r["run"], r["behaviour"], r["n_steps"]) for r in rows] == [("r1", "run", 2), ("r1", "cast", 1),
+                                                                        ("r2", "cast", 3)]
+    assert all(r["mean_probability"] is None for r in rows)  # no sidecar

@@ -224,3 +224,11 @@ def test_errors_are_one_line_and_nothing_is_written(inputs, tmp_path):
     (tmp_path / "r.html").write_text("keep")
     assert cli("report", inputs[0], "-o", tmp_path / "r.html") == 1
     assert (tmp_path / "r.html").read_text() == "keep"
+
+
+def test_an_evaluation_alone_makes_a_page(inputs, tmp_path):
+    assert cli("report", inputs[1], "-o", tmp_path / "e.html") == 0
+    parsed = Page((tmp_path / "e.html").read_text())
+    assert "labels" not in parsed.ids and "ethogram" not in parsed.ids
+    assert {"evaluation-1-confusion", "evaluation-1-per-class", "evaluation-1-bouts"} <= set(parsed.ids)
+    assert len(parsed.images) == 3

@@ -374,7 +374,8 @@ def run_outputs(inputs: Sequence[LabelInput], template: str) -> list[Path]:
             outputs.append(Path(template.format(dir=item.path.parent, stem=item.path.name.split(".")[0],
                                                 run=item.run_id)))
         except (KeyError, IndexError, ValueError) as err:
-            raise TaggingError(f"-o {template!r}: bad template ({err}); fields: {{dir}}, {{stem}}, {{run}}") from None
+            raise TaggingError(f"-o {template!r}: bad template ({err}); "
+                               "fields: {dir}, {stem}, {run}") from None
     seen: dict[Path, LabelInput] = {}
     for item, out in zip(inputs, outputs):
         key = out.resolve()

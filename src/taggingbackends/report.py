@@ -332,7 +332,8 @@ def time_budget_figure(stats: Sequence[BehaviourStats], colours: dict[str, str])
 
 
 def bout_duration_figure(rows: Sequence[LarvaRow], behaviours: Sequence[str], colours: dict[str, str]):
-    data = [(name, [b.duration for r in rows for b in r.bouts if b.label == name]) for name in behaviours]
+    data = [(name, [b.duration for r in rows for b in r.bouts if b.label == name and b.duration > 0])
+            for name in behaviours]  # a one-step track's bout has no duration: not on a log axis
     data = [(name, values) for name, values in data if values]
     figure = _new_figure(max(5, 1.1 * len(data) + 2), 3.8)
     axes = figure.add_subplot()
@@ -469,18 +470,28 @@ def labels_section(runs: Sequence[LabelInput], bin_s: float | None) -> str:
              f'<p id="labels-summary" data-runs="{len(runs)}" data-larvae="{len(rows)}" data-steps="{n_steps}">'
              f"{len(runs)} run(s), {len(rows)} larvae, {n_steps} time steps "
              f"({unlabelled} unlabelled).</p>"]
-    several = len(runs) > 1
-    if rows:
-        note = (f" (first {MAX_ETHOGRAM_LARVAE} of {len(rows)} larvae)" if len(rows) > MAX_ETHOGRAM_LARVAE else "")
-        parts.append(image(png_data(ethogram_figure(rows, colours, several)),
-                           f"Ethogram: bouts of each larva over time{note}", "ethogram"))
-    series = behaviour_over_time(runs, behaviours, bin_s)
-    if series is not None:
-        width = series[0][1] - series[0][0]
-        parts.append(image(png_data(fractions_figure(series, behaviours, colours)),
-                           f"Fraction of larvae in each behaviour over time ({width:g} s bins; band: 95 % "
-                           "Wilson interval over the larvae labelled in the bin)", "fractions"))
     stats = behaviour_stats(rows, behaviours)
+    if any(row.bouts for row in rows):
+        parts.extend(label_figures(runs, rows, behaviours, colours, stats, bin_s))
+    else:
+        parts.append('<p class="muted">No labelled step: nothing to plot.</p>')
+    parts.append(behaviour_table(stats, colours))
+    parts.append(inputs_table(runs))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def label_figures(runs: Sequence[LabelInput], rows: Sequence[LarvaRow], behaviours: Sequence[str],
+                  colours: dict[str, str], stats: Sequence[BehaviourStats], bin_s: float | None) -> list[str]:
+    """The five figures of the label files, as HTML ``<figure>`` elements."""
+    note = f" (first {MAX_ETHOGRAM_LARVAE} of {len(rows)} larvae)" if len(rows) > MAX_ETHOGRAM_LARVAE else ""
+    parts = [image(png_data(ethogram_figure(rows, colours, len(runs) > 1)),
+                   f"Ethogram: bouts of each larva over time{note}", "ethogram")]
+    series = behaviour_over_time(runs, behaviours, bin_s)
+    width = series[0][1] - series[0][0]
+    parts.append(image(png_data(fractions_figure(series, behaviours, colours)),
+                       f"Fraction of larvae in each behaviour over time ({width:g} s bins; band: 95 % "
+                       "Wilson interval over the larvae labelled in the bin)", "fractions"))
     parts.append(image(png_data(time_budget_figure(stats, colours)),
                        "Time budget: share of all labelled time in each behaviour", "time-budget"))
     parts.append(image(png_data(bout_duration_figure(rows, behaviours, colours)),
@@ -489,10 +500,7 @@ def labels_section(runs: Sequence[LabelInput], bin_s: float | None) -> str:
     parts.append(image(png_data(matrix_figure(row_normalised(counts), counts, behaviours, "next bout",
                                               "bout", "P(next behaviour | behaviour), with counts")),
                        "Transitions between consecutive bouts of a larva", "transitions"))
-    parts.append(behaviour_table(stats, colours))
-    parts.append(inputs_table(runs))
-    parts.append("</section>")
-    return "\n".join(parts)
+    return parts
 
 
 def behaviour_table(stats: Sequence[BehaviourStats], colours: dict[str, str]) -> str:
@@ -632,7 +640,8 @@ def build_report(inputs: ReportInputs, title: str = "Behaviour report", bin_s: f
     if provenance:
         footer = (f'<footer id="provenance"><h2>Provenance</h2><pre>'
                   f"{esc(json.dumps(provenance, indent=2, sort_keys=True, default=str))}</pre></footer>")
-    generator = esc(f"{(provenance or {}).get('software', 'taggingbackends')} {(provenance or {}).get('version', '')}")
+    record = provenance or {}
+    generator = esc(f"{record.get('software', 'taggingbackends')} {record.get('version', '')}".strip())
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta name="generator" content="{generator}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'

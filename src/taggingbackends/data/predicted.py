@@ -123,6 +123,8 @@ def read_label_inputs(paths: Iterable[Path], verify: bool = True) -> list[LabelI
         if path.suffix.lower() not in LABEL_SUFFIXES:
             raise FormatError(path, f"is not a label file (expected {', '.join(LABEL_SUFFIXES)})")
         runs = Labels.load_all(path, verify=verify)
+        if not any(labels.tracks for labels in runs.values()):
+            raise FormatError(path, "holds no larva tracks (no \"data\"): not a label file of a run")
         sidecar = sidecar_path(path)
         run_id, probabilities = read_probabilities(sidecar) if sidecar.is_file() else (None, None)
         if probabilities is not None and run_id is not None and run_id not in runs:
