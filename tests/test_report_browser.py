@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is ab
 
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory):
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver  # a test dependency: missing is a failure, not a skip
     from selenium.webdriver.chrome.service import Service
 
     if not CHROMEDRIVER.exists():

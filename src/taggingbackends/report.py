@@ -77,15 +77,15 @@ def read_report_inputs(paths: Iterable[Path], verify: bool = True) -> ReportInpu
 
 
 def _is_evaluation(path: Path) -> bool:
-    """A JSON object with ``"kind": "evaluation"`` (label files start with ``metadata``)."""
+    """A ``.json`` file holding an object with ``"kind": "evaluation"`` (wherever the key
+    is: writers may sort keys). Label files are JSON too; they have no such key."""
     if path.suffix.lower() != ".json":
         return False
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096).decode("utf-8-sig", errors="replace")
-    except OSError:
-        return False
-    return '"kind"' in head and '"evaluation"' in head
+        document = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False  # read again as a label file, which says what is wrong
+    return isinstance(document, dict) and document.get("kind") == "evaluation"
 
 
 def load_evaluation(path: Path) -> dict:
@@ -417,6 +417,8 @@ def number(value, digits: int = 3) -> str:
     """How a figure is shown: integers as is, floats with ``digits`` decimals, – for null."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if not isinstance(value, (int, float, np.number)):
+        return str(value)
     if isinstance(value, (bool, np.bool_)):
         return str(value)
     if isinstance(value, (int, np.integer)):
