@@ -125,37 +125,58 @@ def test_every_image_is_a_png_with_content(page):
         assert pixels[..., :3].std() > 0.01  # not a blank canvas
 
 
+def expected_value(cell: dict, evaluation: dict):
+    """The number of the evaluation JSON that a cell of the page says it shows."""
+    metric, label = cell.get("data-metric"), cell.get("data-label")
+    if "data-truth" in cell:
+        names = evaluation["confusion"]["labels"]
+        return evaluation["confusion"]["counts"][names.index(cell["data-truth"])][
+            names.index(cell["data-predicted"])]
+    if "data-average" in cell and metric.startswith("bouts."):
+        return evaluation["bouts"]["macro"][metric[6:]]
+    if "data-average" in cell:
+        return evaluation[cell["data-average"]][metric]
+    if metric.startswith("bouts."):
+        return evaluation["bouts"]["per_class"][label][metric[6:]]
+    if metric.startswith("steps."):
+        return evaluation["steps"][metric[6:]]
+    if metric == "accuracy":
+        return evaluation["accuracy"]
+    return evaluation["per_class"][label][metric]
+
+
+def check_evaluation_cells(text: str, evaluation: dict) -> list[dict]:
+    """Every number cell of the first evaluation section equals the JSON's value."""
+    cells = [c for c in Page(text).cells if c["table"].startswith("evaluation-1-")]
+    for c in cells:
+        expected = expected_value(c, evaluation)
+        assert json.loads(c["data-value"]) == expected, c
+        assert c["text"] == number(expected), c
+    return cells
+
+
 def test_evaluation_numbers_equal_the_json(page, inputs):
     evaluation = json.loads(inputs[1].read_text())
-    cells = [c for c in Page(page[1]).cells if c["table"].startswith("evaluation-1-")]
-    seen = 0
-    for c in cells:
-        metric, label = c.get("data-metric"), c.get("data-label")
-        if "data-truth" in c:
-            names = evaluation["confusion"]["labels"]
-            expected = evaluation["confusion"]["counts"][names.index(c["data-truth"])][
-                names.index(c["data-predicted"])]
-        elif "data-average" in c and metric.startswith("bouts."):
-            expected = evaluation["bouts"]["macro"][metric[6:]]
-        elif "data-average" in c:
-            expected = evaluation[c["data-average"]][metric]
-        elif metric.startswith("bouts."):
-            expected = evaluation["bouts"]["per_class"][label][metric[6:]]
-        elif metric.startswith("steps."):
-            expected = evaluation["steps"][metric[6:]]
-        elif metric == "accuracy":
-            expected = evaluation["accuracy"]
-        else:
-            expected = evaluation["per_class"][label][metric]
-        assert json.loads(c["data-value"]) == expected, c
-        assert c["text"] == number(expected)
-        seen += 1
+    cells = check_evaluation_cells(page[1], evaluation)
     n = len(TAGGER_LABELS)
-    assert seen == 1 + 4 + n * 4 + 2 * 3 + n * 7 + 2 + n * n
+    assert len(cells) == 1 + 4 + n * 4 + 2 * 3 + n * 7 + 2 + n * n
     f1 = [c for c in cells if c.get("data-metric") == "f1" and c.get("data-label") == "cast_large"]
     assert f1[0]["text"] == f"{evaluation['per_class']['cast_large']['f1']:.3f}"
     roll = [c for c in cells if c.get("data-metric") == "recall" and c.get("data-label") == "roll_large"]
     assert roll[0]["data-value"] == "null" and roll[0]["text"] == "–"
+
+
+def test_numbers_equal_those_of_evaluate_json(inputs, tmp_path):
+    """Wired end to end once the evaluate command is merged: evaluate --json, then report."""
+    pytest.importorskip("taggingbackends.evaluation", reason="the evaluate command is not in this tree yet")
+    predicted = inputs[0]
+    truth = predicted.with_name("groundtruth.label")
+    out = tmp_path / "evaluation.json"
+    assert cli("evaluate", predicted, "--truth", truth, "--map", "simulator", "--json", out) == 0
+    assert cli("report", predicted, out, "-o", tmp_path / "r.html") == 0
+    evaluation = json.loads(out.read_text())
+    cells = check_evaluation_cells((tmp_path / "r.html").read_text(), evaluation)
+    assert len([c for c in cells if c.get("data-metric") == "f1"]) == len(evaluation["labels"])
 
 
 def test_behaviour_table_numbers_come_from_the_bouts(page, inputs):

@@ -540,7 +540,12 @@ def evaluation_section(path: Path, evaluation: dict, number_in_page: int, colour
     counts = np.asarray(confusion["counts"], dtype=np.int64)
     normalised = np.asarray(confusion.get("normalised") or row_normalised(counts), dtype=float)
     parts = [f'<section class="evaluation" id="{section_id}" data-source="{esc(path)}">',
-             f"<h2>Evaluation: {esc(path.name)}</h2>", overall_table(evaluation, section_id)]
+             f"<h2>Evaluation: {esc(path.name)}</h2>"]
+    renamed = evaluation.get("label_map")
+    if isinstance(renamed, dict) and renamed:
+        parts.append('<p class="muted">True labels renamed before comparison: '
+                     + ", ".join(f"{esc(k)} → {esc(v)}" for k, v in renamed.items()) + ".</p>")
+    parts.append(overall_table(evaluation, section_id))
     parts.append(image(png_data(matrix_figure(normalised, counts, confusion_names, "predicted", "true",
                                               "Row-normalised confusion matrix, with counts")),
                        "Confusion matrix (rows: truth; columns: prediction)", f"{section_id}-confusion"))
