@@ -89,7 +89,10 @@ def predicted_run(folder: Path, n_larvae: int = 4, duration: float = 20.0, seed:
     rng = np.random.default_rng(seed)
     ids, times, probabilities = [], [], []
     for larva, track in truth.tracks.items():
-        predicted.tracks[larva] = TrackLabels(track.t.copy(), [RENAME[e] for e in track.labels])
+        entries = [RENAME[e] for e in track.labels]
+        for step in range(3, len(entries), 11):  # the tagger errs now and then
+            entries[step] = "stop_large" if entries[step] != "stop_large" else "run_large"
+        predicted.tracks[larva] = TrackLabels(track.t.copy(), entries)
         ids.append(np.full(len(track), larva))
         times.append(track.t)
         probabilities.append(rng.dirichlet(np.ones(7), size=len(track)).astype(np.float32))

@@ -176,7 +176,8 @@ def test_numbers_equal_those_of_evaluate_json(inputs, tmp_path):
     assert cli("report", predicted, out, "-o", tmp_path / "r.html") == 0
     evaluation = json.loads(out.read_text())
     cells = check_evaluation_cells((tmp_path / "r.html").read_text(), evaluation)
-    assert len([c for c in cells if c.get("data-metric") == "f1"]) == len(evaluation["labels"])
+    assert len([c for c in cells if c.get("data-metric") == "f1"]) == len(evaluation["labels"]) + 2  # + averages
+    assert evaluation["accuracy"] < 1  # the fixture's tagger errs: the numbers are not all 1.000
 
 
 def test_behaviour_table_numbers_come_from_the_bouts(page, inputs):
