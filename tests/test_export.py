@@ -202,6 +202,22 @@ def test_run_formats_need_a_template_for_several_runs(demo, tmp_path):
     assert not (tmp_path / "one.nwb").exists()
 
 
+def test_a_bad_label_name_stops_a_batch_before_its_first_file(demo, tmp_path, capsys):
+    good = tmp_path / "a" / "predicted.label"
+    good.parent.mkdir()
+    labels = Labels.load(demo / "predicted.label")
+    labels.tracking = [demo / "trx.mat"]
+    labels.dump(good)
+    labels.names.append("new behavior")
+    labels.metadata["id"] = "other"
+    bad = tmp_path / "b" / "predicted.label"
+    bad.parent.mkdir()
+    labels.dump(bad)
+    assert cli("export", good, bad, "--to", "trxmat", "-o", "{dir}/tagged.mat") == 1
+    assert "'new behavior' is not a valid MATLAB field name" in capsys.readouterr().err
+    assert not (good.parent / "tagged.mat").exists()
+
+
 def test_refuses_to_overwrite_without_flag(demo, tmp_path, capsys):
     out = tmp_path / "bouts.csv"
     out.write_text("precious")

@@ -257,6 +257,15 @@ def export_trxmat(item: LabelInput, output: Path, provenance: dict, overwrite: b
     return warnings
 
 
+def trxmat_preflight(item: LabelInput) -> None:
+    """The checks of :func:`export_trxmat` that need no writing (label names, tracking
+    file), so that a batch stops before its first file rather than halfway."""
+    from .formats import detect
+
+    _check_matlab_names(item, flag_names(item))
+    _trxmat_dependency(item, detect)
+
+
 def _check_matlab_names(item: LabelInput, names: list[str]) -> None:
     """FormatError naming the label file for a label that cannot be a trx field."""
     from .formats.trxmat import _GEOMETRY_FIELDS, _MATLAB_NAME, METADATA_FIELDS

@@ -57,14 +57,16 @@ def export(
 def _export_runs(inputs: List[Path], to: str, template: str, overwrite: bool, verify: bool) -> None:
     """trx.mat or NWB: one output per run, every output checked before any is written."""
     from ..data.predicted import read_label_inputs
-    from ..export import export_nwb, export_trxmat, run_outputs, table_provenance
+    from ..export import export_nwb, export_trxmat, run_outputs, table_provenance, trxmat_preflight
 
     items = read_label_inputs(inputs, verify=verify)
     if not items:
         raise TaggingError("no runs in " + ", ".join(map(str, inputs)))
     outputs = run_outputs(items, template)
-    for out in outputs:
+    for item, out in zip(items, outputs):
         refuse_existing(out, overwrite)
+        if to == "trxmat":
+            trxmat_preflight(item)
     for item, out in zip(items, outputs):
         record = table_provenance("export", [item], to=to)
         if to == "trxmat":
