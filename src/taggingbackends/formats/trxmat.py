@@ -845,6 +845,107 @@ def _write_v5(run: Run, fields, tmp: Path) -> None:
         scipy.io.savemat(handle, {"trx": trx}, format="5", do_compression=True, oned_as="column")
 
 
+# ------------------------------------------------------- editing a copy in place
+def replace_struct_fields(source: str | Path, path: str | Path, fields: dict[str, list],
+                          drop: Sequence[str] = (), variables: dict[str, str] | None = None) -> None:
+    """Write at ``path`` a copy of the MAT-file ``source`` whose ``trx`` struct array has
+    the per-larva ``fields`` (name → one MATLAB-oriented array per element, in element
+    order) added or replaced and the fields in ``drop`` removed; every other field and
+    variable is kept as it was. ``variables`` adds top-level char variables.
+
+    Why a copy and not :func:`write_trxmat`: screen files hold dozens of fields this
+    project does not read (velocities, JBM summaries); MATLAB analyses need them all.
+    A v7.3 file is copied byte for byte and edited with h5py (the user block with the
+    MATLAB header is kept); a v5/v7 file is read and written with scipy. Atomic.
+    """
+    source, path = as_path(source), as_path(path)
+    for name in list(fields) + list(variables or {}):
+        if not _MATLAB_NAME.match(name):
+            raise ValidationError(f"{name!r} is not a valid MATLAB field name")
+    head = _read_head(source)
+    with atomic_path(path) as tmp:
+        if head.startswith(V73_SIGNATURE):
+            import shutil
+
+            shutil.copyfile(source, tmp)
+            _replace_v73(source, tmp, fields, set(drop), variables or {})
+        elif head.startswith(V5_SIGNATURE):
+            _replace_v5(source, tmp, fields, set(drop), variables or {})
+        else:
+            raise FormatError(source, "is not a MATLAB MAT-file")
+
+
+def _field_names(trx) -> list[str]:
+    raw = trx.attrs.get("MATLAB_fields")
+    if raw is None:
+        return list(trx.keys())
+    return [b"".join(np.asarray(chars).tolist()).decode("ascii") for chars in raw]
+
+
+def _replace_v73(source: Path, tmp: Path, fields: dict, drop: set, variables: dict) -> None:
+    import h5py
+
+    with h5py.File(tmp, "r+") as f:
+        if "trx" not in f or not isinstance(f["trx"], h5py.Group):
+            raise FormatError(source, "has no `trx` struct array")
+        trx = f["trx"]
+        elements = _V73Source(source, f, trx)
+        for name, values in fields.items():
+            if len(values) != elements.n_larvae:
+                raise ValueError(f"field {name}: {len(values)} values for {elements.n_larvae} larvae")
+        names = [n for n in _field_names(trx) if n not in drop and n not in fields]
+        for name in set(trx.keys()) - set(names):
+            del trx[name]  # its #refs# data stay unreferenced: never shared, never read
+        if elements.scalar:
+            for name, values in fields.items():
+                _write_value(trx, name, values[0], {})
+        else:
+            refs_group = f.require_group("#refs#")
+            shape = next(trx[n].shape for n in names if isinstance(trx.get(n), h5py.Dataset))
+            fresh = (n for n in _refs_names() if n not in refs_group)
+            for name, values in fields.items():
+                refs = np.empty(elements.n_larvae, dtype=h5py.ref_dtype)
+                for i, value in enumerate(values):
+                    refs[i] = _write_value(refs_group, next(fresh), value, {}).ref
+                trx.create_dataset(name, data=refs.reshape(shape), dtype=h5py.ref_dtype)
+        all_names = names + list(fields)
+        encoded = np.empty(len(all_names), dtype=object)
+        for k, name in enumerate(all_names):
+            encoded[k] = np.array([c.encode("ascii") for c in name], dtype="S1")
+        trx.attrs.create("MATLAB_fields", encoded, dtype=h5py.vlen_dtype(np.dtype("S1")))
+        for name, text in variables.items():
+            if name in f:
+                del f[name]
+            _write_value(f, name, text, {})
+
+
+def _replace_v5(source: Path, tmp: Path, fields: dict, drop: set, variables: dict) -> None:
+    import scipy.io
+
+    contents = scipy.io.loadmat(str(source), squeeze_me=False, struct_as_record=True,
+                                chars_as_strings=True)
+    trx = contents.get("trx")
+    if not isinstance(trx, np.ndarray) or trx.dtype.names is None:
+        raise FormatError(source, "has no `trx` struct array")
+    for name, values in fields.items():
+        if len(values) != trx.size:
+            raise ValueError(f"field {name}: {len(values)} values for {trx.size} larvae")
+    kept = [n for n in trx.dtype.names if n not in drop and n not in fields]
+    flat_in = trx.ravel(order="F")
+    flat_out = np.empty(trx.size, dtype=[(n, object) for n in kept + list(fields)])
+    for i in range(trx.size):
+        for name in kept:
+            flat_out[i][name] = flat_in[i][name]
+        for name, values in fields.items():
+            value = values[i]
+            flat_out[i][name] = value if isinstance(value, str) else np.array(value, dtype=np.float64)
+    variables_out = {k: v for k, v in contents.items() if not k.startswith("__")}
+    variables_out["trx"] = flat_out.reshape(trx.shape, order="F")
+    variables_out.update(variables)
+    with open(tmp, "wb") as handle:
+        scipy.io.savemat(handle, variables_out, format="5", do_compression=True, oned_as="column")
+
+
 SPEC = FormatSpec(
     name="trxmat",
     description="trx.mat from the JBM tagger / Larva Screen pipeline (MATLAB v7.3 HDF5, or v5/v7)",
