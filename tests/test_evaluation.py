@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -165,3 +167,48 @@ def test_json_and_csv_outputs(tmp_path):
     rows = list(csv.DictReader((tmp_path / "e.csv").open()))
     assert [r["label"] for r in rows] == ["run", "cast"]
     assert float(rows[1]["recall"]) == pytest.approx(0.5) and rows[1]["support"] == "4"
+
+
+# ------------------------------------------------------------ command line
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "taggingbackends.cli", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_cli_files_json_csv_and_guards(tmp_path):
+    pred = write(run("r1", {1: ["run"] * 5 + ["cast"] * 3 + ["run"] * 2}), tmp_path / "predicted.label")
+    true = write(run("r1", {1: ["run"] * 6 + ["cast"] * 4}), tmp_path / "groundtruth.label")
+    out = cli("evaluate", tmp_path, "--truth", tmp_path, "--truth-glob", "groundtruth.label",
+              "--json", tmp_path / "e.json", "--csv", tmp_path / "e.csv")
+    assert out.returncode == 0, out.stderr
+    assert "cast" in out.stdout and "weakest first" in out.stdout
+    saved = json.loads((tmp_path / "e.json").read_text())
+    expected = evaluate_files([pred], [true])
+    assert {k: v for k, v in saved.items() if k not in ("provenance", "files")} == \
+        {k: v for k, v in expected.items() if k not in ("provenance", "files")}
+    assert saved["provenance"]["command"] == "evaluate"
+    assert (tmp_path / "e.csv").read_text().startswith("label,precision,recall,f1")
+    again = cli("evaluate", pred, "--truth", true, "--json", tmp_path / "e.json")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    (tmp_path / "other").mkdir()
+    other = write(run("r9", {1: ["run"]}), tmp_path / "other" / "groundtruth.label")
+    mismatch = cli("evaluate", pred, "--truth", other)
+    assert mismatch.returncode == 1
+    assert mismatch.stderr.count("\n") == 1 and "no true labels for" in mismatch.stderr
+    assert cli("evaluate", pred).returncode == 2  # --truth is needed
+
+
+def test_cli_model_instance_predicts_then_compares(tmp_path):
+    pytest.importorskip("torch")
+    data = tmp_path / "sim"
+    assert cli("simulate", data, "-n", "3", "--duration", "20", "--format", "trxmat", "--seed", "5").returncode == 0
+    out = cli("evaluate", "--model-instance", "default", data / "groundtruth.label", "--map", "simulator",
+              "--json", tmp_path / "e.json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "e.json").read_text())
+    truth = Labels.load(data / "groundtruth.label", verify=False)
+    assert result["steps"]["truth"] == truth.n_steps == result["steps"]["compared"]
+    assert result["label_map"]["run"] == "run_large" and result["accuracy"] > 0.8
+    assert result["provenance"]["model_instance"] == "default"
+    unmapped = cli("evaluate", "--model-instance", "default", data / "groundtruth.label")
+    assert unmapped.returncode == 1 and "--map simulator" in unmapped.stderr

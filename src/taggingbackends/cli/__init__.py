@@ -4,7 +4,8 @@
 - :mod:`.options`: options shared by several commands (reader options, output templates,
   overwrite guards, input discovery, progress bars);
 - one module per command group: :mod:`.info`, :mod:`.importing`, :mod:`.simulate`,
-  :mod:`.predict`, :mod:`.train`, :mod:`.merge`, :mod:`.projects` (backends, new).
+  :mod:`.predict`, :mod:`.train`, :mod:`.merge`, :mod:`.projects` (backends, new),
+  :mod:`.evaluate`.
 
 Errors caused by the user's input print one line, ``error: <file>: <problem>``,
 and exit with status 1 (2 for usage errors); ``--debug`` shows the traceback.
@@ -17,7 +18,7 @@ from typing import List, Optional
 
 from ..errors import TaggingError
 from .app import app, console, err_console, provenance, say, state
-from . import info, importing, simulate, predict, train, merge, projects  # noqa: F401  (register commands)
+from . import info, importing, simulate, predict, train, merge, projects, evaluate  # noqa: F401  (register commands)
 from .simulate import write_simulation
 
 __all__ = ["app", "main", "console", "err_console", "provenance", "say", "state", "write_simulation"]
