@@ -158,6 +158,7 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     """
     from .dataset import build_dataset, split, write_hdf5
     from .features import WindowSpec
+    from .model_card import training_summary
     from .models.tagger import TaggerConfig, load_tagger, save_tagger, train_tagger
 
     if options.classifier not in CLASSIFIERS:
@@ -204,11 +205,14 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     config = TaggerConfig(labels=labels, layers=layers, iterations=tuple(options.iterations),
                           seed=options.seed, balancing=options.balancing,
                           class_weights=[float(w) for w in dataset.class_weights])
+    from .model_card import class_frequencies
+
     extra = {"training_data": {"sources": [str(s) for s in dataset.sources],
                                "samples": int(dataset.n_samples),
                                "class_counts": np.asarray(dataset.counts_after).tolist(),
                                "dataset": reused},
-             "pretrained_model": str(start_from or pretrained)}
+             "pretrained_model": str(start_from or pretrained),
+             **class_frequencies(labels, dataset.counts_after, dataset.class_weights)}
     if options.classifier == "randomforest":
         from .models.randomforest import save_random_forest, train_random_forest
 
@@ -222,8 +226,32 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
                                   model_config, spec, config, dataset.class_weights, device=options.device,
                                   progress=progress, classifier_state=classifier_state)
         save_tagger(model.cpu(), config, model_config, spec, output_dir, log, extra=extra)
+    validation_metrics = _validation_metrics(model, validation, labels, log, options.device)
+    _write_card(output_dir, f"Fine-tuned from `{start_from}`" if start_from is not None
+                else "Trained by `tagging-backend train`", training_summary(dataset), validation_metrics)
     return {"output": output_dir, "samples": int(dataset.n_samples), "best_macro_f1": log["best_macro_f1"],
-            "labels": labels}
+            "labels": labels, "validation": validation_metrics}
+
+
+def _validation_metrics(model, validation, labels: list[str], log: dict, device: str) -> dict:
+    """Per-class scores of the saved (best) model on the validation larvae (dense
+    taggers; other kinds report the training log's macro-F1)."""
+    from .model_card import validation_scores
+    from .models.tagger import Tagger, predict_classes
+
+    if isinstance(model, Tagger):
+        return validation_scores(validation.labels, predict_classes(model, validation.windows, device), labels)
+    return {"macro_f1": float(log["best_macro_f1"])}
+
+
+def _write_card(output_dir: Path, how: str, training: dict | None, validation: dict | None) -> None:
+    """model_card.md beside the weights, with cross-validation metrics if already there."""
+    from .model_card import write_card
+
+    metrics_path = output_dir / "metrics.json"
+    cross_validation = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    write_card(output_dir, name=output_dir.name, how=how, training=training, validation=validation,
+               cross_validation=cross_validation)
 
 
 CLASSIFIERS = ("dense", "randomforest", "bagging")
@@ -234,6 +262,7 @@ def _train_bagging(sources, output_dir: Path, options: TrainOptions, labels: lis
     """The 20221228 design: members on several window lengths, majority vote
     (:mod:`maggotuba.models.bagging`). Lengths equal to the pretrained encoder's
     start from it; the others get randomly initialised encoders."""
+    from .model_card import class_frequencies
     from .models.bagging import BaggingConfig, save_bagging, train_bagging
     from .models.tagger import TaggerConfig
 
@@ -259,7 +288,12 @@ def _train_bagging(sources, output_dir: Path, options: TrainOptions, labels: lis
                                   balancing=options.balancing, sample_size=options.sample_size,
                                   include_all=options.include_all, class_weights=options.class_weights,
                                   device=options.device, write_dataset=options.write_dataset, progress=progress)
-    save_bagging(ensemble, output_dir, log, extra={"pretrained_model": str(pretrained)})
+    first = str(lengths[0])
+    frequencies = class_frequencies(labels, log["datasets"][first]["class_counts"],
+                                    ensemble.class_weights.get(lengths[0]))
+    save_bagging(ensemble, output_dir, log, extra={"pretrained_model": str(pretrained), **frequencies})
+    _write_card(output_dir, f"Trained by `tagging-backend train` (bagging; training frequencies of the "
+                f"{first}-point dataset)", None, {"macro_f1": float(log["best_macro_f1"])})
     samples = sum(entry["samples"] for entry in log["datasets"].values())
     return {"output": output_dir, "samples": int(samples), "best_macro_f1": log["best_macro_f1"],
             "labels": labels}
