@@ -84,6 +84,7 @@ class PredictOptions:
     edges: str = "label"
     post_processing: Sequence[str] | None = None
     decode: bool = False
+    priors: str | None = None      # natural, uniform, none, a JSON file; None: the default
 
 
 def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
@@ -91,16 +92,17 @@ def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
     """Tag one tracking file; write the `.label` and its probabilities sidecar."""
     from taggingbackends.formats import load
 
-    from .predict import predict_run, probabilities_path, to_labels, write_probabilities
+    from .predict import predict_run, probabilities_path, resolve_priors, to_labels, write_probabilities
 
+    priors = resolve_priors(options.priors, saved)
     run = load(input_path)
     prediction = predict_run(saved, run, device=options.device, precision=options.precision,
                              batch_size=options.batch_size, edges=options.edges,
-                             post_processing=options.post_processing)
+                             post_processing=options.post_processing, priors=priors)
     tracking = [p for p in run.source if p.suffix.lower() not in (".label", ".labels", ".json", ".nyxlabel")]
     labels = to_labels(prediction, saved, model_name=model_name, tracking=tracking, edges=options.edges,
-                       post_processing=options.post_processing)
-    sidecar = write_probabilities(prediction, probabilities_path(output), saved.weights_sha1)
+                       post_processing=options.post_processing, priors=priors)
+    sidecar = write_probabilities(prediction, probabilities_path(output), saved.weights_sha1, priors)
     labels.dump(output, encode=not options.decode)
     return {"input": input_path, "output": output, "sidecar": sidecar, "larvae": run.n_tracks,
             "steps": run.n_steps, "timings": prediction.timings}
