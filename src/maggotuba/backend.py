@@ -129,6 +129,8 @@ class TrainOptions:
     max_depth: int | None = None           # random forest only
     bag_window_lengths: Sequence[int] | None = None   # bagging: None = the pretrained encoder's
     bag_members: int = 25                  # bagging: members per window length
+    cross_validate: int = 0                # K-fold cross-validation first (0: none)
+    cv_group_by: str = "larva"             # folds of whole larvae, or of whole files
 
 
 def discover_labels(sources: Sequence[Path]) -> list[str]:
@@ -160,11 +162,16 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     """
     from .dataset import build_dataset, split, write_hdf5
     from .features import WindowSpec
-    from .model_card import training_summary
-    from .models.tagger import TaggerConfig, load_tagger, save_tagger, train_tagger
+    from .model_card import training_summary, validation_scores
+    from .models.tagger import TaggerConfig, load_tagger, predict_classes, save_tagger, train_tagger
 
     if options.classifier not in CLASSIFIERS:
         raise TaggingError(f"unknown classifier {options.classifier!r} ({', '.join(CLASSIFIERS)})")
+    if options.cross_validate and options.classifier == "bagging":
+        raise TaggingError("--cross-validate: for dense and random-forest taggers (a bagging ensemble "
+                           "already holds out data per member)")
+    if options.cv_group_by not in ("larva", "file"):
+        raise TaggingError(f"--group-by {options.cv_group_by!r}: choose larva or file")
     classifier_state = None
     if start_from is not None:
         base = load_tagger(start_from)
@@ -215,35 +222,42 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
                                "dataset": reused},
              "pretrained_model": str(start_from or pretrained),
              **class_frequencies(labels, dataset.counts_after, dataset.class_weights)}
-    if options.classifier == "randomforest":
-        from .models.randomforest import save_random_forest, train_random_forest
+    def fit(train_part, validation_part, report):
+        """One tagger trained on ``train_part`` (best on ``validation_part``): (model, log)."""
+        if options.classifier == "randomforest":
+            from .models.randomforest import train_random_forest
 
-        model, log = train_random_forest(_training_data(train), _training_data(validation), encoder_state,
-                                         model_config, spec, config, dataset.class_weights,
-                                         n_estimators=options.n_estimators, max_depth=options.max_depth,
-                                         seed=options.seed, device=options.device, progress=progress)
+            return train_random_forest(_training_data(train_part), _training_data(validation_part),
+                                       encoder_state, model_config, spec, config, dataset.class_weights,
+                                       n_estimators=options.n_estimators, max_depth=options.max_depth,
+                                       seed=options.seed, device=options.device, progress=report)
+        return train_tagger(_training_data(train_part), _training_data(validation_part), encoder_state,
+                            model_config, spec, config, dataset.class_weights, device=options.device,
+                            progress=report, classifier_state=classifier_state)
+
+    cross_validation = None
+    if options.cross_validate:
+        from .cross_validation import cross_validate, save_metrics
+
+        cross_validation = cross_validate(
+            dataset, options.cross_validate, options.cv_group_by, seed=options.seed,
+            validation_fraction=options.validation_fraction, fit=lambda a, b, r: fit(a, b, r)[0],
+            predict=lambda model, windows: predict_classes(model, windows, options.device), progress=progress)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_metrics(cross_validation, output_dir)
+    model, log = fit(train, validation, progress)
+    if options.classifier == "randomforest":
+        from .models.randomforest import save_random_forest
+
         save_random_forest(model, config, model_config, spec, output_dir, log, extra=extra)
     else:
-        model, log = train_tagger(_training_data(train), _training_data(validation), encoder_state,
-                                  model_config, spec, config, dataset.class_weights, device=options.device,
-                                  progress=progress, classifier_state=classifier_state)
         save_tagger(model.cpu(), config, model_config, spec, output_dir, log, extra=extra)
-    validation_metrics = _validation_metrics(model, validation, labels, log, options.device)
+    validation_metrics = validation_scores(validation.labels, predict_classes(model, validation.windows,
+                                                                              options.device), labels)
     _write_card(output_dir, f"Fine-tuned from `{start_from}`" if start_from is not None
                 else "Trained by `tagging-backend train`", training_summary(dataset), validation_metrics)
     return {"output": output_dir, "samples": int(dataset.n_samples), "best_macro_f1": log["best_macro_f1"],
-            "labels": labels, "validation": validation_metrics}
-
-
-def _validation_metrics(model, validation, labels: list[str], log: dict, device: str) -> dict:
-    """Per-class scores of the saved (best) model on the validation larvae (dense
-    taggers; other kinds report the training log's macro-F1)."""
-    from .model_card import validation_scores
-    from .models.tagger import Tagger, predict_classes
-
-    if isinstance(model, Tagger):
-        return validation_scores(validation.labels, predict_classes(model, validation.windows, device), labels)
-    return {"macro_f1": float(log["best_macro_f1"])}
+            "labels": labels, "validation": validation_metrics, "cross_validation": cross_validation}
 
 
 def _write_card(output_dir: Path, how: str, training: dict | None, validation: dict | None) -> None:
