@@ -11,8 +11,10 @@ recall, and per-class precision / recall / F1, weakest classes first.
 Each row is what ``tagging-backend predict --priors P`` followed by ``tagging-backend
 evaluate`` gives on the same data (same code path: ``resolve_priors``, ``label_steps``).
 
+``--balanced`` measures the other side: data where hunches and rolls are common.
+
 Usage: python benchmarks/priors_benchmark.py [--larvae 40] [--duration 120] [--frame-rate 20]
-       [--seeds 777] [--json out.json]
+       [--seeds 777] [--balanced] [--json out.json]
 """
 
 from __future__ import annotations
@@ -31,16 +33,20 @@ from taggingbackends.cli import write_simulation
 from taggingbackends.data.labels import Labels
 from taggingbackends.evaluation import SIMULATOR_TO_UPSTREAM, LabelledRun, evaluate, weakest_first
 from taggingbackends.formats import load
-from taggingbackends.simulate import SimulationConfig, simulate
+from taggingbackends.simulate import SimulationConfig, balanced_weights, simulate
 
 PRIORS = ("none", "uniform", "natural")
 
 
-def tagged_runs(saved, seeds, larvae: int, duration: float, frame_rate: float, directory: Path):
+def tagged_runs(saved, seeds, larvae: int, duration: float, frame_rate: float, directory: Path,
+                balanced: bool = False):
     """(raw prediction, ground-truth LabelledRun) per seed, via trx.mat files."""
     out = []
     for seed in seeds:
-        result = simulate(SimulationConfig(n_larvae=larvae, duration=duration, frame_rate=frame_rate, seed=seed))
+        config = SimulationConfig(n_larvae=larvae, duration=duration, frame_rate=frame_rate, seed=seed)
+        if balanced:
+            config = replace(config, behaviour_weights=balanced_weights(config))
+        result = simulate(config)
         folder = directory / str(seed)
         write_simulation(result, folder, "trxmat")
         run = load(folder / "trx.mat")
@@ -68,15 +74,19 @@ def main(argv=None) -> None:
     parser.add_argument("--frame-rate", type=float, default=20.0)
     parser.add_argument("--seeds", default="777", help="comma-separated simulation seeds")
     parser.add_argument("--json", type=Path, default=None, help="write every evaluation here")
+    parser.add_argument("--balanced", action="store_true",
+                        help="rare behaviours oversampled instead (the cost of natural priors where "
+                             "hunches and rolls are common, e.g. under a stimulus)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     saved = load_tagger(resolve_model(None))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        runs = tagged_runs(saved, seeds, args.larvae, args.duration, args.frame_rate, Path(tmp))
+        runs = tagged_runs(saved, seeds, args.larvae, args.duration, args.frame_rate, Path(tmp), args.balanced)
     results = {choice: score(saved, runs, choice) for choice in PRIORS}
     base = results["none"]
-    print(f"shipped default on natural-mix synthetic larvae: seeds {args.seeds}, {args.larvae} larvae x "
+    mix = "balanced-mix (rare behaviours oversampled)" if args.balanced else "natural-mix"
+    print(f"shipped default on {mix} synthetic larvae: seeds {args.seeds}, {args.larvae} larvae x "
           f"{args.duration:g} s at {args.frame_rate:g} Hz, {base['steps']['compared']} steps "
           f"({time.perf_counter() - started:.0f} s)")
     print(f"{'priors':8} {'macro-F1':>8} {'ratio':>6} {'accuracy':>8} {'bout P':>7} {'bout R':>7}")

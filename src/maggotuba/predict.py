@@ -58,7 +58,7 @@ from .models.tagger import SavedTagger
 POST_PROCESSING = ("abc_aac",)
 DEFAULT_BATCH_SIZE = 2048
 PRIOR_CHOICES = ("natural", "uniform", "none")
-DEFAULT_PRIORS = "none"
+DEFAULT_PRIORS = "natural"
 
 
 # ------------------------------------------------------------------ priors
