@@ -235,3 +235,18 @@ def test_detection_never_raises(tmp_path):
     binary = tmp_path / "b.csv"
     binary.write_bytes(bytes(range(256)))
     assert not is_schleyer(binary)
+
+
+def test_na_rows_are_missing_frames(tmp_path):
+    """The tracker writes untracked frames as rows of space-padded `na` fields (9.csv, 48.csv
+    of the shared data): missing steps, not an error."""
+    path = _copy(tmp_path)
+    lines = path.read_text().splitlines()
+    fields = lines[5].split(",")
+    lines[5] = ",".join([fields[0]] + ["na        "] * (len(fields) - 1))
+    path.write_text("\n".join(lines) + "\n")
+    from taggingbackends.formats.schleyer import parse_csv
+
+    table = parse_csv(path)
+    assert np.isnan(table[5, 1:]).all() and table[5, 0] == float(fields[0])
+    assert not np.isnan(table[4]).any()

@@ -84,6 +84,7 @@ class PredictOptions:
     edges: str = "label"
     post_processing: Sequence[str] | None = None
     decode: bool = False
+    priors: str | None = None      # natural, uniform, none, a JSON file; None: the default
 
 
 def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
@@ -91,16 +92,17 @@ def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
     """Tag one tracking file; write the `.label` and its probabilities sidecar."""
     from taggingbackends.formats import load
 
-    from .predict import predict_run, probabilities_path, to_labels, write_probabilities
+    from .predict import predict_run, probabilities_path, resolve_priors, to_labels, write_probabilities
 
+    priors = resolve_priors(options.priors, saved)
     run = load(input_path)
     prediction = predict_run(saved, run, device=options.device, precision=options.precision,
                              batch_size=options.batch_size, edges=options.edges,
-                             post_processing=options.post_processing)
+                             post_processing=options.post_processing, priors=priors)
     tracking = [p for p in run.source if p.suffix.lower() not in (".label", ".labels", ".json", ".nyxlabel")]
     labels = to_labels(prediction, saved, model_name=model_name, tracking=tracking, edges=options.edges,
-                       post_processing=options.post_processing)
-    sidecar = write_probabilities(prediction, probabilities_path(output), saved.weights_sha1)
+                       post_processing=options.post_processing, priors=priors)
+    sidecar = write_probabilities(prediction, probabilities_path(output), saved.weights_sha1, priors)
     labels.dump(output, encode=not options.decode)
     return {"input": input_path, "output": output, "sidecar": sidecar, "larvae": run.n_tracks,
             "steps": run.n_steps, "timings": prediction.timings}
@@ -127,6 +129,8 @@ class TrainOptions:
     max_depth: int | None = None           # random forest only
     bag_window_lengths: Sequence[int] | None = None   # bagging: None = the pretrained encoder's
     bag_members: int = 25                  # bagging: members per window length
+    cross_validate: int = 0                # K-fold cross-validation first (0: none)
+    cv_group_by: str = "larva"             # folds of whole larvae, or of whole files
 
 
 def discover_labels(sources: Sequence[Path]) -> list[str]:
@@ -158,10 +162,16 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     """
     from .dataset import build_dataset, split, write_hdf5
     from .features import WindowSpec
-    from .models.tagger import TaggerConfig, load_tagger, save_tagger, train_tagger
+    from .model_card import training_summary, validation_scores
+    from .models.tagger import TaggerConfig, load_tagger, predict_classes, save_tagger, train_tagger
 
     if options.classifier not in CLASSIFIERS:
         raise TaggingError(f"unknown classifier {options.classifier!r} ({', '.join(CLASSIFIERS)})")
+    if options.cross_validate and options.classifier == "bagging":
+        raise TaggingError("--cross-validate: for dense and random-forest taggers (a bagging ensemble "
+                           "already holds out data per member)")
+    if options.cv_group_by not in ("larva", "file"):
+        raise TaggingError(f"--group-by {options.cv_group_by!r}: choose larva or file")
     classifier_state = None
     if start_from is not None:
         base = load_tagger(start_from)
@@ -204,26 +214,60 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     config = TaggerConfig(labels=labels, layers=layers, iterations=tuple(options.iterations),
                           seed=options.seed, balancing=options.balancing,
                           class_weights=[float(w) for w in dataset.class_weights])
+    from .model_card import class_frequencies
+
     extra = {"training_data": {"sources": [str(s) for s in dataset.sources],
                                "samples": int(dataset.n_samples),
                                "class_counts": np.asarray(dataset.counts_after).tolist(),
                                "dataset": reused},
-             "pretrained_model": str(start_from or pretrained)}
-    if options.classifier == "randomforest":
-        from .models.randomforest import save_random_forest, train_random_forest
+             "pretrained_model": str(start_from or pretrained),
+             **class_frequencies(labels, dataset.counts_after, dataset.class_weights)}
+    def fit(train_part, validation_part, report):
+        """One tagger trained on ``train_part`` (best on ``validation_part``): (model, log)."""
+        if options.classifier == "randomforest":
+            from .models.randomforest import train_random_forest
 
-        model, log = train_random_forest(_training_data(train), _training_data(validation), encoder_state,
-                                         model_config, spec, config, dataset.class_weights,
-                                         n_estimators=options.n_estimators, max_depth=options.max_depth,
-                                         seed=options.seed, device=options.device, progress=progress)
+            return train_random_forest(_training_data(train_part), _training_data(validation_part),
+                                       encoder_state, model_config, spec, config, dataset.class_weights,
+                                       n_estimators=options.n_estimators, max_depth=options.max_depth,
+                                       seed=options.seed, device=options.device, progress=report)
+        return train_tagger(_training_data(train_part), _training_data(validation_part), encoder_state,
+                            model_config, spec, config, dataset.class_weights, device=options.device,
+                            progress=report, classifier_state=classifier_state)
+
+    cross_validation = None
+    if options.cross_validate:
+        from .cross_validation import cross_validate, save_metrics
+
+        cross_validation = cross_validate(
+            dataset, options.cross_validate, options.cv_group_by, seed=options.seed,
+            validation_fraction=options.validation_fraction, fit=lambda a, b, r: fit(a, b, r)[0],
+            predict=lambda model, windows: predict_classes(model, windows, options.device), progress=progress)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_metrics(cross_validation, output_dir)
+    model, log = fit(train, validation, progress)
+    if options.classifier == "randomforest":
+        from .models.randomforest import save_random_forest
+
         save_random_forest(model, config, model_config, spec, output_dir, log, extra=extra)
     else:
-        model, log = train_tagger(_training_data(train), _training_data(validation), encoder_state,
-                                  model_config, spec, config, dataset.class_weights, device=options.device,
-                                  progress=progress, classifier_state=classifier_state)
         save_tagger(model.cpu(), config, model_config, spec, output_dir, log, extra=extra)
+    validation_metrics = validation_scores(validation.labels, predict_classes(model, validation.windows,
+                                                                              options.device), labels)
+    _write_card(output_dir, f"Fine-tuned from `{start_from}`" if start_from is not None
+                else "Trained by `tagging-backend train`", training_summary(dataset), validation_metrics)
     return {"output": output_dir, "samples": int(dataset.n_samples), "best_macro_f1": log["best_macro_f1"],
-            "labels": labels}
+            "labels": labels, "validation": validation_metrics, "cross_validation": cross_validation}
+
+
+def _write_card(output_dir: Path, how: str, training: dict | None, validation: dict | None) -> None:
+    """model_card.md beside the weights, with cross-validation metrics if already there."""
+    from .model_card import write_card
+
+    metrics_path = output_dir / "metrics.json"
+    cross_validation = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    write_card(output_dir, name=output_dir.name, how=how, training=training, validation=validation,
+               cross_validation=cross_validation)
 
 
 CLASSIFIERS = ("dense", "randomforest", "bagging")
@@ -234,6 +278,7 @@ def _train_bagging(sources, output_dir: Path, options: TrainOptions, labels: lis
     """The 20221228 design: members on several window lengths, majority vote
     (:mod:`maggotuba.models.bagging`). Lengths equal to the pretrained encoder's
     start from it; the others get randomly initialised encoders."""
+    from .model_card import class_frequencies
     from .models.bagging import BaggingConfig, save_bagging, train_bagging
     from .models.tagger import TaggerConfig
 
@@ -259,7 +304,12 @@ def _train_bagging(sources, output_dir: Path, options: TrainOptions, labels: lis
                                   balancing=options.balancing, sample_size=options.sample_size,
                                   include_all=options.include_all, class_weights=options.class_weights,
                                   device=options.device, write_dataset=options.write_dataset, progress=progress)
-    save_bagging(ensemble, output_dir, log, extra={"pretrained_model": str(pretrained)})
+    first = str(lengths[0])
+    frequencies = class_frequencies(labels, log["datasets"][first]["class_counts"],
+                                    ensemble.class_weights.get(lengths[0]))
+    save_bagging(ensemble, output_dir, log, extra={"pretrained_model": str(pretrained), **frequencies})
+    _write_card(output_dir, f"Trained by `tagging-backend train` (bagging; training frequencies of the "
+                f"{first}-point dataset)", None, {"macro_f1": float(log["best_macro_f1"])})
     samples = sum(entry["samples"] for entry in log["datasets"].values())
     return {"output": output_dir, "samples": int(samples), "best_macro_f1": log["best_macro_f1"],
             "labels": labels}

@@ -38,6 +38,7 @@ from taggingbackends.formats import load, save
 from taggingbackends.simulate import BEHAVIOURS, SimulationConfig, balanced_weights, simulate
 
 from .features import FULL, WindowSpec, make_windows
+from .model_card import add_to_config, class_frequencies, write_card
 from .models.autoencoder import MaggotUBAConfig
 from .models.tagger import TaggerConfig, TrainingData, load_tagger, save_tagger, train_tagger
 from .predict import predict_run
@@ -120,6 +121,39 @@ def evaluate(model_dir: Path, seeds, frame_rate: float, n_larvae: int, duration:
     return {name: scores(np.asarray(m), DEFAULT_LABELS) for name, m in matrices.items()}
 
 
+TRAINING_SOURCE = "synthetic larvae, seeds 300-305 (rare behaviours oversampled) and 400-401, 11 and 16 Hz"
+TRAINING_SEEDS = 8  # runs (seeds 300-305 and 400-401) of --larvae larvae each
+
+
+def describe(model_dir: Path, n_larvae: int = 60) -> Path:
+    """Store the training class frequencies in ``clf_config.json`` and write
+    ``model_card.md``, from what training recorded (no retraining).
+
+    The frequencies are those training used: ``training_data.class_counts`` are the
+    per-class numbers of full windows of the training runs (``tagger_data``), and the
+    loss weights are ``class_weights`` (inverse frequency, ``auto``); the effective priors
+    are their normalised product (uniform). ``python -m maggotuba.default_model
+    --describe-only`` rewrites both for the shipped model."""
+    config = json.loads((model_dir / "clf_config.json").read_text())
+    labels, counts = config["labels"], config["training_data"]["class_counts"]
+    add_to_config(model_dir, class_frequencies(labels, counts, config["class_weights"]))
+    training = {"files": [], "larvae": TRAINING_SEEDS * n_larvae,
+                "note": f"Simulated, not read from files: {TRAINING_SOURCE}; full windows only "
+                        f"(`maggotuba.default_model.tagger_data`).",
+                "labelled_steps": dict(zip(labels, (int(c) for c in counts))),
+                "samples": dict(zip(labels, (int(c) for c in counts))),
+                "class_weights": dict(zip(labels, config["class_weights"]))}
+    validation = None
+    evaluation_path = model_dir / "evaluation.json"
+    if evaluation_path.is_file():
+        unseen = json.loads(evaluation_path.read_text())["unseen_balanced_25Hz_trxmat"]["all_steps"]
+        validation = {"title": "Evaluation on unseen synthetic larvae (balanced mix, 25 Hz, via trx.mat)",
+                      "per_class": unseen["per_class"], "macro_f1": unseen["macro_f1"],
+                      "accuracy": unseen["accuracy"]}
+    return write_card(model_dir, name=model_dir.name, how="Built by `python -m maggotuba.default_model` "
+                      "(the shipped default)", training=training, validation=validation)
+
+
 def read_real_runs(directory: Path | None):
     if directory is None or not directory.is_dir():
         return []
@@ -138,7 +172,13 @@ def main(argv=None) -> None:
     parser.add_argument("--larvae", type=int, default=60)
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--quick", action="store_true", help="tiny settings, for a smoke test")
+    parser.add_argument("--describe-only", action="store_true",
+                        help="only store the training class frequencies and write model_card.md "
+                             "for the model in --output (no training)")
     args = parser.parse_args(argv)
+    if args.describe_only:
+        print(describe(args.output / "models" / "default", n_larvae=args.larvae))
+        return
     if args.quick:
         args.pretrain_iterations, args.tagger_iterations = 50, "20,20"
         args.pretrain_windows, args.larvae, args.duration = 2_000, 8, 30.0
@@ -186,9 +226,9 @@ def main(argv=None) -> None:
     model_dir = args.output / "models" / "default"
     save_tagger(model.cpu(), config, encoder_config, tagger_spec, model_dir, tagger_log,
                 extra={"training_data": {"windows": len(train_data), "class_counts": counts.tolist(),
-                                         "source": "synthetic larvae, seeds 300-305 (rare behaviours "
-                                                   "oversampled) and 400-401, 11 and 16 Hz"},
-                       "pretrained_model": "default"})
+                                         "source": TRAINING_SOURCE},
+                       "pretrained_model": "default",
+                       **class_frequencies(DEFAULT_LABELS, counts, config.class_weights)})
     print(f"tagger: best validation macro-F1 {tagger_log['best_macro_f1']:.3f} "
           f"({time.perf_counter() - started:.0f} s so far)", flush=True)
 
@@ -201,6 +241,7 @@ def main(argv=None) -> None:
               "device": args.device, "seconds": round(time.perf_counter() - started, 1),
               "torch": torch.__version__}
     (model_dir / "evaluation.json").write_text(json.dumps(report, indent=1))
+    describe(model_dir, n_larvae=args.larvae)
     for name in ("unseen_balanced_25Hz_trxmat", "unseen_default_mix_25Hz_trxmat"):
         full = report[name]["all_steps"]
         print(name, "macro-F1", full["macro_f1"], {k: v["f1"] for k, v in full["per_class"].items()})

@@ -17,6 +17,9 @@ Documented choices:
   lasts a single step, between two steps with other labels, takes the label of
   the step before it. Applied to the raw predictions in one pass (each
   single-step action takes the *original* previous label).
+* **Priors** (``--priors``, :class:`PriorShift`): class probabilities re-weighted by
+  target / training class frequencies (Bayes' rule) before the argmax; ``natural`` uses
+  the natural base rates of :func:`natural_base_rates`; recorded in provenance and sidecar.
 * **Determinism.** Windows are batched in a fixed order with a fixed batch
   size, so a given device gives bit-identical labels run to run. On CUDA,
   "fp32" convolutions run in TF32 (cuDNN's default): probabilities differ from
@@ -54,6 +57,130 @@ from .models.tagger import SavedTagger
 
 POST_PROCESSING = ("abc_aac",)
 DEFAULT_BATCH_SIZE = 2048
+PRIOR_CHOICES = ("natural", "uniform", "none")
+DEFAULT_PRIORS = "natural"
+
+
+# ------------------------------------------------------------------ priors
+@dataclass(frozen=True)
+class PriorShift:
+    """Bayes' rule for a change of class base rates: a classifier trained at class priors
+    ``training`` gives posteriors ``p(c|x) ∝ p(x|c) training_c``; at base rates ``target``
+    the posterior is ``p(c|x) · target_c / training_c``, renormalised. Applied to the
+    probabilities before the argmax, so labels, sidecar and provenance agree.
+
+    ``training`` are the model's *effective* training priors (sample frequencies × loss
+    weights, renormalised: uniform under ``auto`` balancing), stored in ``clf_config.json``.
+    """
+
+    name: str                      # natural, uniform, none, or the JSON file given
+    labels: tuple[str, ...]
+    target: np.ndarray | None = None
+    training: np.ndarray | None = None
+    note: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.target is not None
+
+    def apply(self, probabilities: np.ndarray) -> np.ndarray:
+        """Re-weighted, renormalised probabilities (float32, same shape)."""
+        if not self.active:
+            return probabilities
+        ratio = (self.target / self.training).astype(np.float64)
+        shifted = probabilities.astype(np.float64) * ratio[None, :]
+        total = shifted.sum(axis=1, keepdims=True)
+        return np.divide(shifted, total, out=np.zeros_like(shifted), where=total > 0).astype(np.float32)
+
+    def record(self) -> dict:
+        """What provenance and the sidecar say about the priors."""
+        out: dict = {"priors": self.name}
+        if self.active:
+            out["target"] = {n: round(float(v), 6) for n, v in zip(self.labels, self.target)}
+            out["training"] = {n: round(float(v), 6) for n, v in zip(self.labels, self.training)}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+def natural_base_rates() -> dict[str, float]:
+    """Natural base rates of the behaviours: the long-run share of time of each in the
+    simulator's default (natural) mix (:func:`taggingbackends.simulate.expected_occupancy`):
+    run ≈ 65 %, cast ≈ 27 %, small_motion ≈ 4 %, back ≈ 2.5 %, stop ≈ 1.7 %, hunch ≈ 0.06 %,
+    roll ≈ 0.04 %. Keyed by the simulator's names and the upstream tagger's (``run_large``)."""
+    from taggingbackends.evaluation import SIMULATOR_TO_UPSTREAM
+    from taggingbackends.simulate import expected_occupancy
+
+    rates = expected_occupancy()
+    return {**rates, **{SIMULATOR_TO_UPSTREAM[name]: share for name, share in rates.items()}}
+
+
+def _target_priors(choice: str, labels: Sequence[str]) -> np.ndarray:
+    if choice == "uniform":
+        return np.full(len(labels), 1.0 / len(labels))
+    if choice == "natural":
+        rates = natural_base_rates()
+        unknown = [n for n in labels if n not in rates]
+        if unknown:
+            raise TaggingError(f"--priors natural: no natural base rate for {', '.join(unknown)} (known: "
+                               f"{', '.join(sorted(rates))}); give a JSON file of label frequencies")
+        return np.array([rates[n] for n in labels])
+    return _priors_file(Path(choice), labels)
+
+
+def _priors_file(path: Path, labels: Sequence[str]) -> np.ndarray:
+    """Target frequencies from a JSON object ``{label: frequency}`` (normalised here)."""
+    import json
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise TaggingError(f"--priors {path}: not natural, uniform, none, nor a readable JSON file "
+                           f"({err.strerror or err})") from None
+    except ValueError as err:
+        raise TaggingError(f"{path}: invalid JSON ({err})") from None
+    if not isinstance(document, dict):
+        raise TaggingError(f"{path}: expected a JSON object {{label: frequency}}")
+    missing = [n for n in labels if n not in document]
+    if missing:
+        raise TaggingError(f"{path}: no frequency for {', '.join(missing)} (the tagger's labels: "
+                           f"{', '.join(labels)})")
+    try:
+        values = np.array([float(document[n]) for n in labels])
+    except (TypeError, ValueError):
+        raise TaggingError(f"{path}: frequencies must be numbers") from None
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise TaggingError(f"{path}: frequencies must be positive numbers")
+    return values / values.sum()
+
+
+def resolve_priors(choice: str | None, saved) -> PriorShift:
+    """The prior shift for ``--priors CHOICE`` (``None``: the default, :data:`DEFAULT_PRIORS`).
+
+    An explicit choice the model cannot honour (no stored training priors, an ensemble
+    that votes, a label without a natural base rate) is an error; the default then falls
+    back to ``none`` and says why in the provenance."""
+    labels = tuple(saved.config.labels)
+    explicit = choice is not None
+    choice = DEFAULT_PRIORS if choice is None else choice
+    if choice == "none":
+        return PriorShift("none", labels)
+    try:
+        if getattr(saved, "members", None) is not None:
+            raise TaggingError("--priors: a bagging ensemble votes on labels; priors apply to single taggers")
+        stored = (saved.metadata or {}).get("training_effective_priors")
+        if not stored or list(stored) != list(labels):
+            raise TaggingError(f"--priors {choice}: {saved.directory} stores no training class priors "
+                               "(train it again with this version, or use --priors none)")
+        training = np.array([float(stored[n]) for n in labels])
+        target = _target_priors(choice, labels)
+        target = target / target.sum()
+    except TaggingError as err:
+        if explicit:
+            raise
+        return PriorShift("none", labels, note=f"default {choice} priors not applicable: {err}")
+    return PriorShift(choice, labels, target=target, training=training)
+
 
 
 @dataclass
@@ -140,13 +267,29 @@ def post_processing_steps(saved: SavedTagger, edges: str, post_processing: Seque
     return steps
 
 
+def label_steps(probabilities: np.ndarray, quality: np.ndarray, offsets: np.ndarray, *, edges: str,
+                steps: Sequence[str]) -> np.ndarray:
+    """Class of each step: the most probable, unlabelled (-1) at clamped edges with
+    ``edges="skip"``, then the post-processing ``steps``."""
+    classes = probabilities.argmax(axis=1).astype(np.int16)
+    if edges == "skip":
+        classes[quality == CLAMPED] = -1
+    if "abc_aac" in steps:
+        classes = abc_to_aac(classes, offsets)
+    return classes
+
+
 def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision: str = "fp32",
                 batch_size: int = DEFAULT_BATCH_SIZE, edges: str = "label",
                 post_processing: Sequence[str] | None = None,
-                encode: Callable[[np.ndarray], torch.Tensor | np.ndarray] | None = None) -> Prediction:
+                encode: Callable[[np.ndarray], torch.Tensor | np.ndarray] | None = None,
+                priors: PriorShift | None = None) -> Prediction:
     """Tag every step of ``run`` with ``saved``; ``post_processing`` defaults to the
-    model's own (``abc_aac`` for the default tagger). A bagging ensemble is tagged
+    model's own (``abc_aac`` for the default tagger); ``priors`` (see :class:`PriorShift`)
+    re-weight the probabilities before the argmax. A bagging ensemble is tagged
     by each member and voted (:func:`maggotuba.models.bagging.predict_ensemble`)."""
+    if priors is not None and priors.active and getattr(saved, "members", None) is not None:
+        raise TaggingError("--priors: a bagging ensemble votes on labels; priors apply to single taggers")
     if getattr(saved, "members", None) is not None and encode is None:
         from .models.bagging import predict_ensemble
 
@@ -178,11 +321,9 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
         quality[start:start + len(rows)] = window_quality.cpu().numpy()
         timings["classifier"] += _elapsed(tick, device)
     tick = time.perf_counter()
-    classes = probabilities.argmax(axis=1).astype(np.int16)
-    if edges == "skip":
-        classes[quality == CLAMPED] = -1
-    if "abc_aac" in steps:
-        classes = abc_to_aac(classes, run.offsets)
+    if priors is not None:
+        probabilities = priors.apply(probabilities)
+    classes = label_steps(probabilities, quality, run.offsets, edges=edges, steps=steps)
     timings["post_processing"] = time.perf_counter() - tick
     return Prediction(run=run, labels=list(saved.config.labels), classes=classes,
                       probabilities=probabilities, quality=quality, timings=timings)
@@ -190,7 +331,7 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
 
 def to_labels(prediction: Prediction, saved: SavedTagger, *, model_name: str | None = None,
               tracking: Sequence[Path] = (), edges: str = "label",
-              post_processing: Sequence[str] | None = None) -> Labels:
+              post_processing: Sequence[str] | None = None, priors: PriorShift | None = None) -> Labels:
     """The predictions as a `.label` run with provenance."""
     from taggingbackends.data.labels import run_metadata
 
@@ -211,13 +352,18 @@ def to_labels(prediction: Prediction, saved: SavedTagger, *, model_name: str | N
         "edges": edges,
         "post_processing": list(post_processing if post_processing is not None
                                 else saved.config.post_processing),
+        "priors": (priors or PriorShift("none", tuple(names))).record(),
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
     return labels
 
 
-def write_probabilities(prediction: Prediction, path: str | Path, weights_sha1: str = "") -> Path:
-    """The per-step probabilities sidecar (HDF5), written atomically."""
+def write_probabilities(prediction: Prediction, path: str | Path, weights_sha1: str = "",
+                        priors: PriorShift | None = None) -> Path:
+    """The per-step probabilities sidecar (HDF5), written atomically; with priors, the
+    probabilities are the re-weighted ones and the attribute ``priors`` (JSON) says how."""
+    import json
+
     path = Path(path)
     run = prediction.run
     with atomic_path(path) as tmp:
@@ -232,6 +378,7 @@ def write_probabilities(prediction: Prediction, path: str | Path, weights_sha1: 
             f.attrs["quality_names"] = list(QUALITY_NAMES[:3])
             f.attrs["run_id"] = run.id
             f.attrs["weights_sha1"] = weights_sha1
+            f.attrs["priors"] = json.dumps((priors or PriorShift("none", tuple(prediction.labels))).record())
             f.attrs["software"] = f"taggingbackends {framework_version}, maggotuba {__version__}"
     return path
 

@@ -30,6 +30,10 @@ def predict(
                               help="Steps within half a window of a track end: label (clamped window) or skip."),
     no_post_processing: bool = typer.Option(False, "--no-post-processing", help="Skip the ABC→AAC rule."),
     batch_size: int = typer.Option(2048, "--batch-size", min=1, help="Windows per batch."),
+    priors: Optional[str] = typer.Option(None, "--priors",
+                                         help="Class base rates to re-weight probabilities to (Bayes' rule): "
+                                              "natural, uniform, none or a JSON file {label: frequency} "
+                                              "(default: the backend's; see docs/evaluation.md)."),
     decode: bool = typer.Option(False, "--decode", help="Write label names instead of integer codes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing label files."),
     overwrite_edited: bool = typer.Option(False, "--overwrite-edited",
@@ -58,6 +62,8 @@ def predict(
         raise typer.BadParameter("choose label or skip", param_hint="--edges")
     options = dict(device=device, precision=precision, batch_size=batch_size, edges=edges,
                    post_processing=[] if no_post_processing else None, decode=decode)
+    if priors is not None:
+        options["priors"] = priors
     if inputs:
         found = tracking_inputs(list(inputs))
         model_name = model_instance or "default"

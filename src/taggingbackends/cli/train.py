@@ -139,6 +139,12 @@ def _train_with_backend(request: _Training, sources: List[Path], output_dir: Pat
 def _report_training(result: dict, output_dir: Path) -> None:
     say(f"wrote {output_dir} ({', '.join(result['labels'])}; {result['samples']} training windows; "
         f"best validation macro-F1 {result['best_macro_f1']:.3f})")
+    cv = result.get("cross_validation")
+    if cv:
+        say(f"cross-validation, {cv['folds']} folds by {cv['group_by']}: macro-F1 {cv['macro_f1']['mean']:.3f} ± "
+            f"{cv['macro_f1']['sd']:.3f}; per class F1: " + ", ".join(
+                f"{name} {s['f1']['mean']:.2f} ± {s['f1']['sd']:.2f}" for name, s in cv["per_class"].items()
+                if s["f1"]["mean"] is not None) + f" (in {output_dir / 'metrics.json'})")
 
 
 def _train_options(*, labels, balancing, class_weights, sample_size, include_all, iterations, layers, seed,
@@ -214,12 +220,18 @@ def train(
         None, "--bag-window-lengths", help="Bagging: comma-separated window lengths in points (default: the "
                                            "pretrained encoder's; upstream's 20221228 used 15,30)."),
     bag_size: int = typer.Option(25, "--bag-size", min=1, help="Bagging: members per window length."),
+    cross_validate: int = typer.Option(0, "--cross-validate", min=0,
+                                       help="K: first run K-fold cross-validation (folds of whole larvae or "
+                                            "files), saved as metrics.json and in the model card."),
+    group_by: str = typer.Option("larva", "--group-by", help="Cross-validation folds of whole larvae "
+                                                             "(larva) or whole files (file)."),
 ) -> None:
     """Train a new tagger on labelled data (label files with their tracking files).
 
     Examples: tagging-backend train demo --model-instance mytagger --iterations 200,200
     (direct), tagging-backend train demo mytagger (as larvatagger.jl train), or, in a backend
-    project with the data in data/raw/mytagger: tagging-backend train --model-instance mytagger
+    project with the data in data/raw/mytagger: tagging-backend train --model-instance mytagger;
+    with 5-fold cross-validation by larva: tagging-backend train demo -m mytagger --cross-validate 5
     """
     data, name = _split_name(data, name)
     options = _train_options(labels=labels, balancing=balancing, class_weights=class_weights,
@@ -229,6 +241,12 @@ def train(
                              n_estimators=n_estimators, max_depth=max_depth,
                              bag_window_lengths=int_list(bag_window_lengths, "--bag-window-lengths"),
                              bag_members=bag_size)
+    if cross_validate == 1:
+        raise typer.BadParameter("at least 2 folds (0: no cross-validation)", param_hint="--cross-validate")
+    if group_by not in ("larva", "file"):
+        raise typer.BadParameter("larva or file", param_hint="--group-by")
+    if cross_validate:
+        options.update(cross_validate=cross_validate, cv_group_by=group_by)
     _train_common(_Training(data=data, name=name, start_from=None, backend=backend, models_dir=models_dir,
                             sandbox=sandbox, make_dataset=make_dataset and not reuse_h5files,
                             build_features=build_features, trxmat_only=trxmat_only, options=options,

@@ -83,7 +83,8 @@ COLLISION = N_COLUMNS - 1
 
 _HEAD_BYTES = 8192
 _IGNORED_OPTIONS = ("pixelsize", "verify")  # generic CLI options, meaningless here
-_EMPTY_FIELD = re.compile(r"(^|,)[ \t]*(?=,|$)", re.MULTILINE)
+# an empty field, or "na" padded with spaces (the tracker's untracked frames): missing
+_EMPTY_FIELD = re.compile(r"(^|,)[ \t]*(?:na[ \t]*)?(?=,|$)", re.MULTILINE | re.IGNORECASE)
 _INTEGER = re.compile(r"^\s*\d+\s*$")
 
 
@@ -198,7 +199,7 @@ def read_schleyer(path: str | Path, *, framerate: float | None = None, collision
 
 
 def parse_csv(path: Path) -> np.ndarray:
-    """The ``(n_rows, 78)`` float64 table of one file (empty fields are NaN)."""
+    """The ``(n_rows, 78)`` float64 table of one file (empty and ``na`` fields are NaN)."""
     text = read_text_bytes(path, "a Schleyer tracker CSV file").decode("utf-8")
     lines = text.splitlines()
     while lines and not lines[-1].strip():
