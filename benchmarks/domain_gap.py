@@ -27,6 +27,7 @@ import numpy as np
 from taggingbackends.errors import TaggingError
 from taggingbackends.formats import load
 from taggingbackends.simulate import simulate
+from taggingbackends.simulate.domain import simulate_domain
 from taggingbackends.simulate.calibration import FEATURE_NAMES, Kinematics, kinematics
 
 def _default_data() -> Path:
@@ -56,14 +57,8 @@ def read_real(directory: Path) -> list:
 
 
 def simulated_runs(domain: str, n_larvae: int, duration: float, seed: int) -> list:
-    """Simulated recordings of one domain preset (see ``taggingbackends.simulate.domain``)."""
-    try:
-        from taggingbackends.simulate.domain import simulate_domain
-    except ImportError:  # before the domain module exists: default only
-        simulate_domain = None
-    if domain == "default" or simulate_domain is None:
-        if domain != "default":
-            raise SystemExit(f"unknown domain {domain!r}")
+    """Simulated recordings of a domain preset (``taggingbackends.simulate.domain``)."""
+    if domain == "default":
         # the default configuration at the real recordings' frame rate (16 fps, regular frames)
         return [simulate(n_larvae=n_larvae, duration=duration, frame_rate=16.0, frame_jitter=0.0,
                          seed=seed).run]
