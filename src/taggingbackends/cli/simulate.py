@@ -85,8 +85,9 @@ def write_simulation(result, output_dir: Path, to: str, *, overwrite: bool = Fal
 
 
 def _written_tracking_files(tracking_path: Path, to: str) -> list[Path]:
-    if to == "chore":
-        return [tracking_path, tracking_path.with_suffix(".outline")]
+    if to == "chore":  # no .outline when the run has no outlines
+        outline = tracking_path.with_suffix(".outline")
+        return [tracking_path, outline] if outline.exists() else [tracking_path]
     if tracking_path.is_dir():
         return sorted(tracking_path.glob("*.csv"))
     return [tracking_path]
