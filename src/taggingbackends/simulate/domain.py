@@ -160,6 +160,9 @@ class DomainSpec:
     #: End-point noise as a multiple of the interior noise.
     end_noise_ratio: Range = (1.6, 1.6)
     outlier_prob: Range = (0.002, 0.002)
+    #: Slow tracker jitter: the whole spine wanders by an Ornstein-Uhlenbeck offset of
+    #: this s.d. (BL, time constant 0.5 s), as segmentation errors that persist over frames.
+    slow_jitter: Range = (0.0, 0.0)
     #: Probability that the tracker smooths the spines over time, and the window (frames).
     smoothing_prob: float = 0.0
     smoothing_frames: tuple[int, int] = (3, 5)
@@ -186,6 +189,11 @@ class DomainSpec:
     run_length_amplitude: Range = (0.045, 0.055)
     run_head_wiggle_deg: Range = (5.0, 7.0)
     run_curvature_sd: Range = (0.35, 0.5)
+    #: Irregularity of the stride rhythm and of the speed within a bout (relative s.d.),
+    #: and the time constant (s) of the head wiggle.
+    run_frequency_cv: Range = (0.06, 0.06)
+    run_speed_cv: Range = (0.12, 0.12)
+    run_head_wiggle_time: Range = (0.5, 0.5)
     back_speed: Range = (0.12, 0.18)
     back_stride_frequency: Range = (0.9, 1.1)
     #: Cast amplitude: a larva's sweeps reach a uniform draw in [lo_draw, hi_draw], both
@@ -215,22 +223,26 @@ PRESETS: dict[str, DomainSpec] = {
     # faster and more of the time, sway more (lateral motion, heading change), oscillate
     # more in length, and their tracker is noisier than the default's
     "exploration": DomainSpec(
-        name="exploration", spine_noise=(0.0072, 0.0072), end_noise_ratio=(1.65, 1.65),
-        run_speed=(0.28, 0.40), run_head_wiggle_deg=(8.0, 11.0), run_curvature_sd=(0.55, 0.75),
-        cast_amplitude_deg=(25.0, 70.0), bout_duration_scale={"run": (1.4, 2.2)},
+        name="exploration", spine_noise=(0.0065, 0.0065), end_noise_ratio=(1.75, 1.75),
+        run_speed=(0.28, 0.40), run_head_wiggle_deg=(5.0, 7.0), run_curvature_sd=(0.4, 0.55),
+        slow_jitter=(0.012, 0.012),
+        run_frequency_cv=(0.25, 0.25), run_speed_cv=(0.2, 0.2), run_head_wiggle_time=(0.25, 0.25),
+        cast_amplitude_deg=(25.0, 70.0), bout_duration_scale={"run": (1.8, 2.6)},
         occupancy=EXPLORATION_OCCUPANCY),
     "wide": DomainSpec(
         name="wide", frame_rates=WIDE_FRAME_RATES, regular_frames_prob=0.5,
         frame_jitter=(0.0, 0.08), camera_drop_prob=(0.0, 0.02), spine_points=(5, 11, 12),
         outline_prob=0.7, pixel_prob=0.4, pixel_scale=(5.0, 25.0),
         spine_noise=(0.002, 0.012), end_noise_ratio=(1.0, 2.5), outlier_prob=(0.0, 0.01),
+        slow_jitter=(0.0, 0.02),
         smoothing_prob=0.3, smoothing_frames=(2, 5), frame_drop_prob=(0.0, 0.03),
         median_track_duration=(8.0, 120.0), full_track_fraction=0.3, min_track_duration=2.0,
         swap_prob=0.15, swap_duration=(0.5, 6.0), fragment_prob=0.2, fragment_gap=(0.5, 3.0),
         burst_drop_prob=0.2, burst_duration=(0.2, 1.0),
         body_length_mm=(2.8, 5.6), width_ratio=(0.17, 0.25), run_speed=(0.18, 0.48),
         run_stride_frequency=(1.0, 1.8), run_length_amplitude=(0.02, 0.07),
-        run_head_wiggle_deg=(4.0, 14.0), run_curvature_sd=(0.3, 0.9),
+        run_head_wiggle_deg=(4.0, 14.0), run_curvature_sd=(0.3, 1.0),
+        run_frequency_cv=(0.04, 0.3), run_speed_cv=(0.08, 0.3), run_head_wiggle_time=(0.15, 0.6),
         back_speed=(0.08, 0.22), back_stride_frequency=(0.7, 1.3),
         cast_amplitude_deg=(18.0, 90.0), cast_sweep_speed_deg=(80.0, 200.0),
         hunch_contraction=(0.08, 0.28), roll_bend_deg=(80.0, 170.0),
@@ -242,13 +254,15 @@ PRESETS: dict[str, DomainSpec] = {
         frame_jitter=(0.08, 0.12), camera_drop_prob=(0.02, 0.04), spine_points=(8, 15),
         outline_prob=0.5, pixel_prob=0.6, pixel_scale=(25.0, 40.0),
         spine_noise=(0.012, 0.016), end_noise_ratio=(2.5, 3.0), outlier_prob=(0.01, 0.02),
+        slow_jitter=(0.02, 0.03),
         smoothing_prob=0.5, smoothing_frames=(5, 7), frame_drop_prob=(0.03, 0.05),
         median_track_duration=(6.0, 40.0), full_track_fraction=0.2, min_track_duration=2.0,
         swap_prob=0.25, swap_duration=(6.0, 10.0), fragment_prob=0.3, fragment_gap=(3.0, 5.0),
         burst_drop_prob=0.3, burst_duration=(1.0, 1.5),
         body_length_mm=(2.2, 6.4), width_ratio=(0.15, 0.27), run_speed=(0.13, 0.55),
         run_stride_frequency=(0.8, 2.1), run_length_amplitude=(0.07, 0.09),
-        run_head_wiggle_deg=(14.0, 17.0), run_curvature_sd=(0.9, 1.1),
+        run_head_wiggle_deg=(14.0, 17.0), run_curvature_sd=(1.0, 1.2),
+        run_frequency_cv=(0.3, 0.4), run_speed_cv=(0.3, 0.4), run_head_wiggle_time=(0.6, 0.8),
         back_speed=(0.05, 0.27), back_stride_frequency=(0.55, 1.5),
         cast_amplitude_deg=(12.0, 105.0), cast_sweep_speed_deg=(55.0, 250.0),
         hunch_contraction=(0.05, 0.33), roll_bend_deg=(60.0, 190.0),
@@ -283,6 +297,7 @@ class Recording:
     pixel_scale: float | None       # px per mm, None = mm
     spine_noise: float
     end_noise: float
+    slow_jitter: float
     outlier_prob: float
     smoothing_frames: int           # 1 = no smoothing
     frame_drop_prob: float
@@ -331,6 +346,7 @@ def draw_recording(spec: DomainSpec, rng: np.random.Generator, frame_rate: float
         spine_points=int(rng.choice(spec.spine_points)), head_first=bool(rng.random() < spec.head_first_prob),
         outline=bool(rng.random() < spec.outline_prob), pixel_scale=scale if pixels else None,
         spine_noise=noise, end_noise=noise * _draw(rng, spec, "end_noise_ratio"),
+        slow_jitter=_draw(rng, spec, "slow_jitter"),
         outlier_prob=_draw(rng, spec, "outlier_prob"), smoothing_frames=frames,
         frame_drop_prob=_draw(rng, spec, "frame_drop_prob"),
         median_track_duration=_draw(rng, spec, "median_track_duration"))
@@ -344,7 +360,10 @@ def draw_larva_config(spec: DomainSpec, base: _core.SimulationConfig,
                    stride_frequency=_draw(rng, spec, "run_stride_frequency"), stride_frequency_sd_larva=0.0,
                    length_amplitude=_draw(rng, spec, "run_length_amplitude"),
                    head_wiggle_deg=_draw(rng, spec, "run_head_wiggle_deg"),
-                   curvature_sd=_draw(rng, spec, "run_curvature_sd"))
+                   curvature_sd=_draw(rng, spec, "run_curvature_sd"),
+                   frequency_cv=_draw(rng, spec, "run_frequency_cv"),
+                   speed_cv=_draw(rng, spec, "run_speed_cv"),
+                   head_wiggle_time=_draw(rng, spec, "run_head_wiggle_time"))
     kin = _replace(kin, "back", speed=_draw(rng, spec, "back_speed"), speed_sd_larva=0.0,
                    stride_frequency=_draw(rng, spec, "back_stride_frequency"), stride_frequency_sd_larva=0.0)
     lo, hi = sorted((_draw(rng, spec, "cast_amplitude_deg"), _draw(rng, spec, "cast_amplitude_deg")))
@@ -381,6 +400,17 @@ def spines_with_points(bodies: np.ndarray, n_points: int) -> np.ndarray:
     if n_points == _body.N_SPINE_POINTS:
         return _body.spine_points(bodies).copy()
     return resample_arc(bodies, n_points)
+
+
+def slow_offsets(rng: np.random.Generator, t: np.ndarray, sd: float, tau: float = 0.5) -> np.ndarray:
+    """``(len(t), 2)`` Ornstein-Uhlenbeck offsets at the (irregular) times ``t``."""
+    out = np.empty((len(t), 2))
+    z = rng.standard_normal((len(t), 2))
+    out[0] = sd * z[0]
+    rho = np.exp(-np.diff(t) / tau)
+    for k in range(1, len(t)):
+        out[k] = rho[k - 1] * out[k - 1] + sd * np.sqrt(1.0 - rho[k - 1] ** 2) * z[k]
+    return out
 
 
 def _swap_mask(rng: np.random.Generator, t: np.ndarray, spec: DomainSpec) -> np.ndarray:
@@ -431,6 +461,8 @@ def _finish(index, times, bodies, behaviour, traits, rec: Recording, spec: Domai
         idx = [0, 1, 2] if rng_noise.random() < 0.5 else [-1, -2, -3]
         for w, i in zip((1.0, 0.6, 0.3), idx):
             spine[k, i] += w * jump
+    if rec.slow_jitter > 0:
+        spine += slow_offsets(rng_noise, times, rec.slow_jitter * length)[:, None, :]
     if rec.smoothing_frames > 1:
         spine = uniform_filter1d(spine, rec.smoothing_frames, axis=0, mode="nearest")
     outline = None
