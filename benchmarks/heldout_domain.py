@@ -105,6 +105,39 @@ def paired_labels(truth: Labels, predicted: Labels) -> tuple[list[str], list[str
     return y_true, y_pred
 
 
+def probability_rows(truth: Labels, sidecar: Path, group: str):
+    """Log-probabilities, true class indices (in the sidecar's class order) and larva keys
+    of the steps present in both the ground truth and the probability sidecar."""
+    import h5py
+
+    with h5py.File(sidecar, "r") as f:
+        larva = f["larva_id"][:]
+        t = f["t"][:]
+        p = f["probabilities"][:]
+        names = [behaviour_name(str(n)) for n in f.attrs["labels"]]
+    index = {(int(a), round(float(b), 3)): i for i, (a, b) in enumerate(zip(larva, t))}
+    rows, classes, keys = [], [], []
+    for lid in truth:
+        for tt, entry in zip(truth[lid].t, truth[lid].labels):
+            i = index.get((int(lid), round(float(tt), 3)))
+            name = behaviour_name(entry)
+            if i is not None and name in names:
+                rows.append(i)
+                classes.append(names.index(name))
+                keys.append(f"{group}/{lid}")
+    return np.log(np.clip(p[rows], 1e-7, 1.0)), np.array(classes, dtype=np.int64), np.array(keys)
+
+
+def calibration_report(logits: np.ndarray, labels: np.ndarray, keys: np.ndarray) -> str:
+    """Temperature scaling fitted on half of the held-out larvae, ECE on the other half."""
+    from maggotuba.calibration import fit_on_heldout_larvae
+
+    fit = fit_on_heldout_larvae(logits, labels, keys, seed=0)
+    return (f"temperature scaling (fitted on {fit.n_fit_larvae} larvae, judged on {fit.n_eval_larvae} others, "
+            f"{fit.n_eval_steps} steps): T = {fit.temperature:.2f}; ECE {fit.ece_before:.3f} -> "
+            f"{fit.ece_after:.3f}; NLL {fit.nll_before:.3f} -> {fit.nll_after:.3f}")
+
+
 def f1_table(y_true: list[str], y_pred: list[str]) -> tuple[str, float]:
     from sklearn.metrics import f1_score, precision_score, recall_score
 
@@ -161,16 +194,23 @@ def main(argv=None) -> int:
         print(f"held-out domain: {args.larvae} larvae x {args.duration:g} s, seed {args.seed}, "
               f"frame rates drawn from {HELDOUT_FRAME_RATES} (Choreography files in {work})")
         dirs = generate(work, args.larvae, args.duration, args.seed)
-        y_true, y_pred = [], []
+        y_true, y_pred, probs = [], [], []
         for d, tracking in dirs:
             predict(args.model, [tracking], str(d / "predicted.label"))
-            a, b = paired_labels(Labels.load(d / "groundtruth.label", verify=False),
-                                 Labels.load(d / "predicted.label", verify=False))
+            truth = Labels.load(d / "groundtruth.label", verify=False)
+            a, b = paired_labels(truth, Labels.load(d / "predicted.label", verify=False))
             y_true += a
             y_pred += b
+            sidecar = d / "predicted.probabilities.h5"
+            if sidecar.exists():
+                probs.append(probability_rows(truth, sidecar, d.name))
         table, macro = f1_table(y_true, y_pred)
         print(f"\nmodel {args.model!r} on the held-out domain (per-class F1, weakest first):")
         print(table)
+        if probs:
+            print(calibration_report(np.concatenate([p[0] for p in probs]),
+                                     np.concatenate([p[1] for p in probs]),
+                                     np.concatenate([p[2] for p in probs])))
         if not args.skip_real:
             mix = real_mix(args.model, args.data.resolve(), work)
             print(f"\nmodel {args.model!r} on the real tracks in {args.data.resolve()} (share of steps):")

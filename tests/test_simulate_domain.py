@@ -159,6 +159,15 @@ def test_variants_change_the_parameters_and_heldout_avoids_wide_ranges():
         assert not WIDE.run_speed[0] < s < WIDE.run_speed[1]
 
 
+def test_artefacts_on_short_tracks_never_fail():
+    spec = dataclasses.replace(PRESETS["heldout"], fragment_prob=1.0, swap_prob=1.0, burst_drop_prob=1.0,
+                               median_track_duration=(3.0, 6.0), full_track_fraction=0.0)
+    for seed in range(3):
+        r = simulate_recording(spec, n_larvae=10, duration=15.0, seed=seed)
+        r.run.validate()
+        assert len(r.behaviour) == r.run.n_steps
+
+
 def test_unknown_domain_is_refused():
     with pytest.raises(ValueError, match="unknown simulation domain"):
         simulate_recording("nowhere", n_larvae=1, duration=5.0)

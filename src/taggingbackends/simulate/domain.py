@@ -437,9 +437,11 @@ def _burst_keep(rng: np.random.Generator, t: np.ndarray, spec: DomainSpec) -> np
 
 def _fragments(rng: np.random.Generator, t: np.ndarray, spec: DomainSpec) -> list[slice]:
     """Row slices of the fragments a track is broken into (one or two)."""
-    if rng.random() >= spec.fragment_prob or t[-1] - t[0] < 8.0:
+    if rng.random() >= spec.fragment_prob:
         return [slice(0, len(t))]
     gap = _u(rng, spec.fragment_gap)
+    if t[-1] - t[0] < 5.0 + gap:  # both fragments keep at least 2 s
+        return [slice(0, len(t))]
     cut = rng.uniform(t[0] + 2.0, t[-1] - 2.0 - gap)
     a = int(np.searchsorted(t, cut))
     b = int(np.searchsorted(t, cut + gap))
