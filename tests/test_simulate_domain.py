@@ -185,6 +185,7 @@ def test_cli_simulate_domain_writes_files_that_read_back(tmp_path, capsys):
     assert run.n_steps == labels.n_steps > 0
     assert labels.metadata["simulation"]["domain"] == "wide"
     assert labels.metadata["simulation"]["recording"]["frame_rate"] == 7.5
+    assert labels.metadata["simulation"]["domain_spec"]["spine_points"] == [5, 11, 12]
     with pytest.raises(SystemExit) as err:
         cli_main(["simulate", str(tmp_path / "bad"), "--domain", "nowhere"])
     assert err.value.code != 0

@@ -550,7 +550,7 @@ def simulate_recording(domain: str | DomainSpec, *, n_larvae: int = 20, duration
     clock = _core._clock(config)
     tracks = [tr for i in range(n_larvae) for tr in _simulate_larva(i, spec, rec, config, clock)]
     extra = {"domain": spec.name, "domain_seed": int(seed), "recording_index": int(index),
-             "recording": dataclasses.asdict(rec)}
+             "recording": dataclasses.asdict(rec), "domain_spec": spec.to_dict()}
     result = _core._assemble(tracks, config, extra)
     if rec.pixel_scale is not None:
         result = dataclasses.replace(result, run=_to_pixels(result.run, rec.pixel_scale, rng_px))
