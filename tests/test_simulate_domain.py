@@ -19,7 +19,6 @@ from taggingbackends.simulate.calibration import (
     FEATURE_NAMES, Segment, body_bend, frame_stats, head_angle, kinematics, resample_arc,
     stride, track_segments, window_features,
 )
-from taggingbackends.simulate.core import _clock
 from taggingbackends.simulate.domain import (
     HELDOUT_FRAME_RATES, PRESETS, VARIANTS, WIDE_FRAME_RATES, draw_larva_config,
     simulate_domain, simulate_recording,

@@ -94,7 +94,7 @@ def spine_length(spine: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------ segments
-def _tail_first(spine: np.ndarray, spine_head: str, t: np.ndarray) -> np.ndarray:
+def _tail_first(spine: np.ndarray, spine_head: str) -> np.ndarray:
     if spine_head == "first":
         return spine[:, ::-1]
     if spine_head == "last":
@@ -115,7 +115,7 @@ def track_segments(run: Run, *, rate: float = 10.0, max_gap: float = 0.5,
     """Gap-free, regularly sampled, tail-first, arc-resampled pieces of every track."""
     out: list[Segment] = []
     for track in run:
-        spine = _tail_first(track.spine, run.spine_head, track.t)
+        spine = _tail_first(track.spine, run.spine_head)
         ok = ~np.isnan(spine).any(axis=(1, 2))
         t, spine = track.t[ok], spine[ok]
         if len(t) < 3:
