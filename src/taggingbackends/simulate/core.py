@@ -228,8 +228,13 @@ def _initial_body(rng: np.random.Generator, traits: LarvaTraits, config: Simulat
 
 
 def _play(bouts, times: np.ndarray, body0: np.ndarray, traits: LarvaTraits,
-          config: SimulationConfig, rng: np.random.Generator):
-    """Run the bouts; return the bodies at ``times`` and the behaviour index per time."""
+          config: SimulationConfig, rng: np.random.Generator, bout_params=None):
+    """Run the bouts; return the bodies at ``times`` and the behaviour index per time.
+
+    ``bout_params(behaviour_index) -> KinematicParams``, when given, supplies the
+    parameters of each bout (kinematic variants of the domain-randomised simulator);
+    by default every bout uses ``config.kinematics``.
+    """
     bodies = np.empty((len(times), body0.shape[0], 2))
     behaviour = np.empty(len(times), dtype=np.int8)
     body = body0
@@ -239,7 +244,8 @@ def _play(bouts, times: np.ndarray, body0: np.ndarray, traits: LarvaTraits,
         hi = int(np.searchsorted(times, end, side="left"))
         duration = end - start
         t = np.concatenate([times[lo:hi] - start, [duration]])
-        out = MODELS[BEHAVIOURS[b]](body, t, duration, traits, kin, rng)
+        params = kin if bout_params is None else bout_params(b)
+        out = MODELS[BEHAVIOURS[b]](body, t, duration, traits, params, rng)
         bodies[lo:hi] = out[:-1]
         behaviour[lo:hi] = b
         body = out[-1]
