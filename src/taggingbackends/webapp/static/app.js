@@ -1,7 +1,7 @@
 // tagging-backend view: look at the larvae, walk the review queue, correct tags, save, retrain.
 import { api } from "./api.js";
 import { Arena } from "./arena.js";
-import { Ethogram, Timeline, lowerBound, nearestIndex } from "./charts.js";
+import { Ethogram, Timeline, nearestIndex } from "./charts.js";
 
 const CHUNK = 5;            // seconds of spines fetched per request
 const MAX_CHUNKS = 24;
@@ -143,7 +143,11 @@ function buildPalette() {
     list.appendChild(item);
   });
   const clear = document.createElement("li");
-  clear.innerHTML = "<kbd>Del</kbd><span class='swatch' style='background:#555b66'></span><span>clear (unlabelled)</span>";
+  const key = document.createElement("kbd"); key.textContent = "Del";
+  const swatch = document.createElement("span"); swatch.className = "swatch"; swatch.style.background = UNLABELLED;
+  const label = document.createElement("span"); label.textContent = "clear (unlabelled)";
+  clear.append(key, swatch, label);
+  clear.title = "clear the selection (unlabelled steps are not used for training)";
   clear.addEventListener("click", () => tag(null));
   list.appendChild(clear);
 }
@@ -192,7 +196,7 @@ function seek(t) {
 
 function setPlaying(playing) {
   state.playing = playing;
-  $("play").textContent = playing ? "⏸" : "▶";
+  $("play").textContent = playing ? "Pause" : "Play";
   state.last = performance.now();
   if (playing) requestAnimationFrame(tick);
 }
@@ -248,7 +252,8 @@ function draw() {
   const review = state.queue[state.reviewIndex];
   ethogram.draw({ rows: state.order.map((id) => state.rows.get(id)), colors: state.colors, t0: s.t0, t1: s.t1,
                   cursor: state.t, selected: state.selected, review });
-  const segments = state.queue.filter((q) => q.larva === state.selected);
+  const segments = state.queue.filter((q) => q.larva === state.selected)
+    .map((q) => ({ ...q, current: q === review }));
   timeline.draw({ colors: state.colors, names: state.names, cursor: state.t, selection: state.selection,
                   segments, width: $("timeline-section").clientWidth - 2 });
   $("clock").textContent = `t = ${state.t.toFixed(2)} s`;

@@ -32,6 +32,7 @@ function timeAxis(c, x0, x1, t0, t1, y) {
   c.fillStyle = "#9aa3b0"; c.font = "10px sans-serif"; c.textAlign = "center";
   for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
     const x = x0 + (t - t0) / span * (x1 - x0);
+    if (x < x0 || x > x1) continue;
     c.fillRect(x, y, 1, 4);
     c.fillText(step < 1 ? t.toFixed(1) : t.toFixed(0), x, y + 13);
   }
@@ -157,6 +158,7 @@ export class Timeline {
     c.fillText("tags", 6, rows.tags[0] + 14); c.fillText("edited", 6, rows.edited[0] + 6);
     if (hasPrevious) c.fillText("before", 6, rows.previous[0] + 10);
     c.fillText(d.probabilities ? "probability" : "(no prob.)", 6, rows.p[0] + 12);
+    c.save(); c.beginPath(); c.rect(LEFT, 0, width - LEFT - 8, height); c.clip();
     for (let i = first; i < last; i++) {
       const code = d.labels[i];
       c.fillStyle = code >= 0 ? colors[code] : UNLABELLED;
@@ -178,10 +180,11 @@ export class Timeline {
         }
       }
     }
-    c.strokeStyle = "#ffd54a"; c.lineWidth = 1.5;
-    for (const s of segments || []) {
+    for (const s of segments || []) {     // review segments: a mark above, the current one boxed
       if (s.end < this.v0 || s.start > this.v1) continue;
-      c.strokeRect(this.xAt(s.start), rows.tags[0] - 2, this.xAt(s.end) - this.xAt(s.start), rows.tags[1] + 4);
+      const x0 = this.xAt(s.start), x1 = this.xAt(s.end);
+      c.fillStyle = "#ffd54a"; c.fillRect(x0, 0, Math.max(2, x1 - x0), 3);
+      if (s.current) { c.strokeStyle = "#ffd54a"; c.lineWidth = 2; c.strokeRect(x0, rows.tags[0] - 2, x1 - x0, rows.tags[1] + 4); }
     }
     if (selection) {
       const x0 = x(selection[0]), x1 = x(selection[1]) + w(selection[1]);
@@ -189,6 +192,7 @@ export class Timeline {
       c.fillStyle = "#ffffff"; c.fillRect(x0, 0, 1, height - 22); c.fillRect(x1, 0, 1, height - 22);
     }
     c.fillStyle = "#ffffff"; c.fillRect(this.xAt(cursor), 0, 1.5, height - 22);
+    c.restore();
     timeAxis(c, LEFT, width - 8, this.v0, this.v1, height - 20);
   }
 }
