@@ -89,11 +89,12 @@ def test_session_larva_frames_ethogram(client):
     assert summary["names"] and len(summary["colors"]) == len(summary["names"])
     assert summary["has_outline"] and not summary["dirty"]
     larva = summary["larvae"][0]
-    detail = client.get(f"/api/larva/{larva['id']}").json()
+    detail = client.get(f"/api/larva/{larva['id']}", params={"shapes": "1"}).json()
     n = len(detail["t"])
     assert n == larva["n"] and len(detail["labels"]) == n and len(detail["edited"]) == n
     assert np.asarray(detail["spine"]).shape[1:] == (11, 2) and len(detail["outline"]) == n
     assert detail["probabilities"] is None   # this 'prediction' has no sidecar
+    assert "spine" not in client.get(f"/api/larva/{larva['id']}").json()   # the page draws from frames
     assert client.get("/api/larva/99999").status_code == 404
     assert client.get("/api/larva/abc").status_code == 400
     frames = client.get("/api/frames", params={"t0": summary["t0"], "t1": summary["t0"] + 2}).json()

@@ -190,15 +190,20 @@ def rank_segments(labels: Labels, probabilities: Probabilities | None = None, *,
     for larva in sorted(labels.tracks):
         track = labels.tracks[larva]
         names = [primary(e) for e in track.labels]
-        disagreement = neighbour_disagreement(names)
-        p = probabilities.for_track(larva, track.t) if probabilities is not None else None
+        edited = np.fromiter((is_edited(e) for e in track.labels), dtype=bool, count=len(names))
+        disagreement = np.cumsum(np.concatenate([[0.0], neighbour_disagreement(names)]))
+        own, margin, covered = _step_doubts(track.t, names, larva, probabilities)
         for bout in bouts_of_sequence(larva, track.t, names):
-            span = slice(bout.first, bout.last + 1)
-            if all(is_edited(e) for e in track.labels[span]):
+            a, b = bout.first, bout.last + 1
+            if edited[a:b].all():
                 continue
-            parts = {"disagreement": float(disagreement[span].mean()),
-                     "rarity": 1.0 - frequency.get(bout.label, 0.0) / most}
-            parts.update(_probability_parts(p, span, bout.label, probabilities))
+            parts = {"disagreement": float((disagreement[b] - disagreement[a]) / (b - a)),
+                     "rarity": 1.0 - frequency.get(bout.label, 0.0) / most,
+                     "uncertainty": 0.0, "margin": 0.0}
+            n = covered[b] - covered[a]
+            if n > 0:
+                parts["uncertainty"] = float(1.0 - (own[b] - own[a]) / n)
+                parts["margin"] = float(1.0 - (margin[b] - margin[a]) / n)
             score = sum(weights.get(k, 0.0) * v for k, v in parts.items())
             segments.append(ReviewSegment(larva, bout.label, bout.first, bout.last, bout.start, bout.end,
                                           float(score), parts))
@@ -206,18 +211,23 @@ def rank_segments(labels: Labels, probabilities: Probabilities | None = None, *,
     return segments
 
 
-def _probability_parts(p: np.ndarray | None, span: slice, label: str,
-                       probabilities: Probabilities | None) -> dict[str, float]:
-    """Uncertainty and margin of one segment (0 when no probabilities cover it)."""
-    if p is None:
-        return {"uncertainty": 0.0, "margin": 0.0}
-    rows = p[span]
-    rows = rows[np.isfinite(rows).all(axis=1)]
-    if rows.size == 0:
-        return {"uncertainty": 0.0, "margin": 0.0}
-    own = rows[:, probabilities.labels.index(label)] if label in probabilities.labels else np.zeros(len(rows))
-    top2 = np.sort(rows, axis=1)[:, -2:] if rows.shape[1] > 1 else np.hstack([np.zeros_like(rows), rows])
-    return {"uncertainty": float(1.0 - own.mean()), "margin": float(1.0 - (top2[:, 1] - top2[:, 0]).mean())}
+def _step_doubts(t: np.ndarray, names: Sequence[str | None], larva: int,
+                 probabilities: Probabilities | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative sums (length n + 1) of, per step covered by the sidecar: the probability of
+    the step's own label, the gap between the two best classes, and 1 (the count)."""
+    n = len(names)
+    if probabilities is None:
+        zeros = np.zeros(n + 1)
+        return zeros, zeros, zeros
+    p = probabilities.for_track(larva, t).astype(np.float64)
+    column = {name: j for j, name in enumerate(probabilities.labels)}
+    index = np.array([column.get(name, -1) for name in names], dtype=np.int64)
+    covered = np.isfinite(p).all(axis=1) & (np.array([name is not None for name in names], dtype=bool))
+    own = np.where(index >= 0, p[np.arange(n), np.clip(index, 0, None)], 0.0)
+    best = np.sort(np.nan_to_num(p), axis=1)
+    gap = best[:, -1] - best[:, -2] if p.shape[1] > 1 else best[:, -1]
+    cumulate = lambda v: np.concatenate([[0.0], np.cumsum(np.where(covered, v, 0.0))])  # noqa: E731
+    return cumulate(own), cumulate(gap), cumulate(np.ones(n))
 
 
 def mark_review(labels: Labels, segments: Sequence[ReviewSegment], label: str = REVIEW_LABEL) -> Labels:

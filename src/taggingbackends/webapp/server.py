@@ -138,7 +138,8 @@ def create_app(session: Session, token: str, retrainer: Retrainer | None = None,
         return await _call(session.ethogram)
 
     async def larva(request: Request) -> Response:
-        return await _call(session.larva_detail, _int(request.path_params["larva"], "larva"))
+        shapes = request.query_params.get("shapes") == "1"
+        return await _call(session.larva_detail, _int(request.path_params["larva"], "larva"), shapes)
 
     async def frames(request: Request) -> Response:
         query = request.query_params

@@ -121,9 +121,11 @@ class Session:
         if not path.exists():
             raise FormatError(path, "no such file or directory")
         notes: list[str] = []
+        labels = None
         if labels_path is None and path.is_file() and is_label(path):
             labels_path = path
-            tracking_path = _tracking_dependency(path)
+            labels = Labels.load(path, verify=False)
+            tracking_path = _tracking_dependency(path, labels)
         else:
             tracking_path = path
             if labels_path is None and (path if path.is_dir() else path.parent).joinpath("predicted.label").is_file():
@@ -135,8 +137,9 @@ class Session:
             save_path = edit_path_for(labels_path)
             if save_path != labels_path and save_path.is_file():
                 notes.append(f"resuming the edits in {save_path.name}")
-                labels_path = save_path
-            labels = Labels.load(labels_path, verify=False)
+                labels_path, labels = save_path, None
+            if labels is None:
+                labels = Labels.load(labels_path, verify=False)
         else:
             labels = Labels.from_run(run)
             if not labels.names:
@@ -221,8 +224,8 @@ class Session:
         """What the page needs first: files, label names and colours, larvae, time range."""
         with self.lock:
             run = self.run
-            finite = self.run.spine[np.isfinite(self.run.spine).all(axis=2)]
-            lo, hi = finite.min(axis=0), finite.max(axis=0)
+            points = self.run.spine.reshape(-1, 2)
+            lo, hi = np.nanmin(points, axis=0), np.nanmax(points, axis=0)
             larvae = [{"id": int(i), "t0": float(run.t[a]), "t1": float(run.t[b - 1]), "n": int(b - a)}
                       for i, a, b in zip(run.larva_ids, run.offsets[:-1], run.offsets[1:])]
             return {"run": run.id, "tracking": self.tracking_path.name,
@@ -241,15 +244,18 @@ class Session:
         return {"dirty": self.dirty, "can_undo": bool(self.undo_stack), "can_redo": bool(self.redo_stack),
                 "revision": self.revision, "save_file": self.save_path.name}
 
-    def larva_detail(self, larva: int) -> dict:
-        """Everything about one larva: times, spines, outline, labels, edits, probabilities."""
+    def larva_detail(self, larva: int, shapes: bool = False) -> dict:
+        """One larva's times, labels, edits and probabilities (its spines and outlines too
+        with ``shapes``; the page draws from :meth:`frames` and does not ask for them)."""
         with self.lock:
             larva = self._larva(larva)
             track = self.run[larva]
             probabilities = self.probability_matrix(larva)
-            return {"id": larva, "t": _rounded(track.t, 4), "spine": _rounded(track.spine, 3),
-                    "outline": _outline_lists(track.outline) if track.outline is not None else None,
-                    **self._label_arrays(larva),
+            extra = {}
+            if shapes:
+                extra["spine"] = _rounded(track.spine, 3)
+                extra["outline"] = _outline_lists(track.outline) if track.outline is not None else None
+            return {"id": larva, "t": _rounded(track.t, 4), **extra, **self._label_arrays(larva),
                     "probabilities": _rounded(probabilities, 3) if probabilities is not None else None}
 
     def _label_arrays(self, larva: int) -> dict:
@@ -466,10 +472,9 @@ def edit_path_for(labels_path: Path) -> Path:
     return labels_path.with_name(labels_path.name.rsplit(".", 1)[0] + EDITED_SUFFIX)
 
 
-def _tracking_dependency(label_path: Path) -> Path:
+def _tracking_dependency(label_path: Path, labels: Labels) -> Path:
     from ..formats.labelfile import _tracking_source
 
-    labels = Labels.load(label_path, verify=False)
     candidates = [p for p in labels.dependency_paths()
                   if p.exists() and p.suffix.lower() not in LABEL_SUFFIXES]
     if not candidates:
