@@ -224,7 +224,7 @@ class Session:
         """What the page needs first: files, label names and colours, larvae, time range."""
         with self.lock:
             run = self.run
-            points = self.run.spine.reshape(-1, 2)
+            points = self.run.spine[::4, ::2].reshape(-1, 2)  # a sample is enough to frame the view
             lo, hi = np.nanmin(points, axis=0), np.nanmax(points, axis=0)
             larvae = [{"id": int(i), "t0": float(run.t[a]), "t1": float(run.t[b - 1]), "n": int(b - a)}
                       for i, a, b in zip(run.larva_ids, run.offsets[:-1], run.offsets[1:])]
