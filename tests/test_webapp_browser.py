@@ -147,7 +147,8 @@ def test_review_relabel_save_reload(served, browser, tmp_path):
 
     saved = Labels.load(data / "predicted.edited.label")
     entries = saved.tracks[segment["larva"]].labels
-    assert entries[segment["first"]:segment["last"] + 1] == [[names[new], "edited"]] * (segment["last"] - segment["first"] + 1)
+    length = segment["last"] - segment["first"] + 1
+    assert entries[segment["first"]:segment["last"] + 1] == [[names[new], "edited"]] * length
     before = entries[segment["first"] - 1] if segment["first"] else None
     assert before is None or "edited" not in before
 
@@ -157,6 +158,6 @@ def test_review_relabel_save_reload(served, browser, tmp_path):
     assert state("dirty") is False
     assert close(pixel_of_larva(browser, segment["larva"], middle), rgb(colors[new]))
     detail_edited = browser.execute_script("return window.app.state.detail.edited")
-    assert detail_edited[segment["first"]:segment["last"] + 1] == [1] * (segment["last"] - segment["first"] + 1)
+    assert detail_edited[segment["first"]:segment["last"] + 1] == [1] * length
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not errors, errors

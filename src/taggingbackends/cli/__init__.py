@@ -17,7 +17,8 @@ from typing import List, Optional
 
 from ..errors import TaggingError
 from .app import app, console, err_console, provenance, say, state
-from . import info, importing, simulate, predict, train, merge, projects, review, view  # noqa: F401  (register commands)
+from . import info, importing, simulate, predict, train, merge, projects  # noqa: F401  (register commands)
+from . import review, view  # noqa: F401  (register commands)
 from .simulate import write_simulation
 
 __all__ = ["app", "main", "console", "err_console", "provenance", "say", "state", "write_simulation"]

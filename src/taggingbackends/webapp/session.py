@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.labels import LABEL_SUFFIXES, MANUAL_LABEL, Labels, TrackLabels, entry_names, is_edited, match_times, primary
+from ..data.labels import (LABEL_SUFFIXES, MANUAL_LABEL, Labels, TrackLabels, entry_names, is_edited,
+                           match_times, primary)
 from ..data.tracks import Run
 from ..errors import FormatError, TaggingError
 from ..formats.labelfile import is_label
