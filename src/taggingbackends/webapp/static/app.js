@@ -275,9 +275,19 @@ async function goReview(i) {
   const span = Math.max(10, 4 * (segment.end - segment.start));
   timeline.v0 = segment.start - span / 3; timeline.v1 = timeline.v0 + span;
   seek(segment.start);
+  await chunkAt(segment.start);
+  focusOn(segment.larva);
   renderQueue();
   status(`review ${i + 1}/${state.queue.length}: larva #${segment.larva}, ${segment.label}, score ${segment.score.toFixed(2)}`);
   setPlaying(true);
+}
+
+function focusOn(id) {
+  const data = chunkData(state.t);
+  const track = data && data.get(id);
+  if (!track) return;
+  arena.focus(track.spine[nearestIndex(track.t, state.t)]);
+  requestDraw();
 }
 
 // ---------------------------------------------------------------- editing
@@ -424,6 +434,8 @@ document.addEventListener("keydown", (event) => {
   else if (key === "+" || key === "=") changeSpeed(1);
   else if (key === "-") changeSpeed(-1);
   else if (key === "?") $("help").hidden = !$("help").hidden;
+  else if (key === "f" || key === "F") { if (state.selected !== null) focusOn(state.selected); }
+  else if (key === "0") { arena.fit(state.session.bounds); requestDraw(); }
   else if (/^[1-9]$/.test(key) && Number(key) <= state.names.length) tag(Number(key) - 1);
 });
 

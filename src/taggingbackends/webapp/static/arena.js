@@ -30,6 +30,16 @@ export class Arena {
     this.oy = (this.height - (y1 - y0) * this.scale) / 2 - y0 * this.scale;
   }
 
+  // centre the view on a larva (world spine points), zooming in until it is at least 80 px long
+  focus(spine) {
+    const ok = spine.filter(([x, y]) => x !== null && y !== null);
+    if (!ok.length) return;
+    const [mx, my] = ok[Math.floor(ok.length / 2)];
+    const length = Math.hypot(ok[0][0] - ok[ok.length - 1][0], ok[0][1] - ok[ok.length - 1][1]);
+    if (length > 0 && length * this.scale < 80) this.scale = 80 / length;
+    this.ox = this.width / 2 - mx * this.scale; this.oy = this.height / 2 - my * this.scale;
+  }
+
   toScreen(x, y) { return [x * this.scale + this.ox, y * this.scale + this.oy]; }
 
   attach() {
@@ -102,9 +112,11 @@ export class Arena {
       if (larva.selected) this.polyline(points, "#ffffff", 8);
       this.polyline(points, larva.color, 3);
       const h = head === "last" ? points.length - 2 : 0;
-      c.beginPath(); c.arc(points[h], points[h + 1], 4, 0, 2 * Math.PI);
+      const length = Math.hypot(points[0] - points[points.length - 2], points[1] - points[points.length - 1]);
+      const radius = Math.max(1.5, Math.min(4, 0.12 * length));   // small larvae keep a visible spine
+      c.beginPath(); c.arc(points[h], points[h + 1], radius, 0, 2 * Math.PI);
       c.fillStyle = larva.color; c.fill();
-      c.lineWidth = 1.5; c.strokeStyle = "#ffffff"; c.stroke();
+      c.lineWidth = radius > 2.5 ? 1.5 : 1; c.strokeStyle = "#ffffff"; c.stroke();
       if (larva.selected) {
         c.fillStyle = "#ffffff"; c.font = "12px sans-serif";
         c.fillText(`#${larva.id}`, points[h] + 8, points[h + 1] - 8);
