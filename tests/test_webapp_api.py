@@ -118,8 +118,13 @@ def test_edits_round_trip_through_the_file(client, data):
     cleared = client.post("/api/edit", json={"larva": larva, "first": 7, "last": 7, "label": None}).json()
     assert cleared["labels"][7] == -1
     undone = client.post("/api/undo").json()
-    assert undone["labels"][7] != -1 and undone["can_redo"]
+    assert undone["labels"][7] != -1 and undone["can_redo"] and undone["dirty"]
     assert client.post("/api/redo").json()["labels"][7] == -1
+    client.post("/api/undo")
+    assert not client.post("/api/undo").json()["dirty"]     # back to the file as opened
+    assert client.post("/api/undo").status_code == 409
+    client.post("/api/redo")
+    assert client.post("/api/redo").json()["dirty"]
     assert client.post("/api/edit", json={"larva": larva, "first": 0, "last": 10**6, "label": "run"}).status_code == 400
     assert client.post("/api/edit", json={"larva": larva, "first": 0, "last": 1, "label": "dance"}).status_code == 400
     assert client.post("/api/edit", content=b"not json").status_code == 400

@@ -13,6 +13,11 @@ import pytest
 
 from taggingbackends.data.labels import Labels
 
+try:
+    from selenium.webdriver.common.keys import Keys
+except ImportError:  # pragma: no cover - selenium is a test dependency
+    Keys = None
+
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()) or
                                 shutil.which("chromium") is None,
@@ -70,7 +75,6 @@ def ready(driver):
 
 def press(driver, *keys, control=False):
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.keys import Keys
 
     chain = ActionChains(driver)
     if control:
@@ -122,9 +126,33 @@ def test_review_relabel_save_reload(served, browser, tmp_path):
     browser.find_element("id", "play").click()
     assert not state("playing")
 
+    # click an ethogram row: that larva is selected; drag on its timeline: steps selected;
+    # Del clears them, Ctrl+Z brings them back (and the page is clean again)
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ethogram = browser.find_element("id", "ethogram")
+    row_height = browser.execute_script("return window.app.ethogram.rowHeight")
+    height = ethogram.size["height"]
+    row_1 = 2 + row_height * 1.5 - height / 2   # the middle of the second row, from the centre
+    ActionChains(browser).move_to_element_with_offset(ethogram, 0, row_1).click().perform()
+    second = browser.execute_script("return window.app.state.order[1]")
+    wait_for(lambda: state("detail") is not None and state("detail.id") == second, what="selection by ethogram")
+    timeline = browser.find_element("id", "timeline")
+    ActionChains(browser).move_to_element_with_offset(timeline, -100, 0).click_and_hold() \
+        .move_by_offset(80, 0).release().perform()
+    first, last = wait_for(lambda: state("selection"), what="drag selection")
+    assert last > first
+    labels_before = state("detail.labels")
+    press(browser, Keys.DELETE)
+    wait_for(lambda: state("dirty"), what="clearing")
+    assert state("detail.labels")[first:last + 1] == [-1] * (last - first + 1)
+    press(browser, "z", control=True)
+    wait_for(lambda: not state("dirty"), what="undo")
+    assert state("detail.labels") == labels_before
+
     # next review segment (N): the larva is selected, the segment selected and looped
     press(browser, "n")
-    wait_for(lambda: state("reviewIndex") == 0 and state("selection") is not None, what="review segment")
+    wait_for(lambda: state("reviewIndex") == 0 and state("loop") is not None, what="review segment")
     segment = state("queue[0]")
     assert state("selected") == segment["larva"]
     assert state("selection") == [segment["first"], segment["last"]]
@@ -137,7 +165,6 @@ def test_review_relabel_save_reload(served, browser, tmp_path):
 
     # relabel by keyboard, save with Ctrl+S
     new = next(i for i in range(len(names)) if i != old and names[i].startswith(("roll", "hunch", "back")))
-    browser.execute_script("window.app.state.selection = arguments[0]", [segment["first"], segment["last"]])
     press(browser, str(new + 1))
     wait_for(lambda: state("dirty"), what="the edit")
     assert not browser.find_element("id", "dirty").get_attribute("hidden")

@@ -169,7 +169,8 @@ class Retrainer:
     def __init__(self, session, *, model_instance: str | None = None, backend: str | None = None,
                  iterations: tuple[int, int] = DEFAULT_ITERATIONS, scope: str = "edited"):
         self.session = session
-        self.model_instance = model_instance
+        # the tagger every retrain starts from: the one asked for, else the prediction's
+        self.model_instance = model_instance or session.model
         self.backend = backend
         self.iterations = tuple(iterations)
         self.scope = scope
@@ -219,7 +220,7 @@ class Retrainer:
     def _run(self) -> None:
         session = self.session
         try:
-            model = self.model_instance or session.model
+            model = self.model_instance
             try:
                 from ..backends import get_backend
 
@@ -236,7 +237,6 @@ class Retrainer:
                        "edited_steps": trained["edited_steps"], "edited_larvae": trained["edited_larvae"],
                        "best_macro_f1": trained.get("best_macro_f1"), "predicted": output.name,
                        "changes": changes}
-            session.model = Path(trained["output"]).name
             self._set(state="done", stage="done", result=summary,
                       message=f"{changes['changed']} of {changes['steps']} steps changed")
         except Exception as err:  # reported to the page; the server keeps running

@@ -15,6 +15,7 @@ never over another existing file (a prediction) unless asked to.
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import shutil
 import threading
@@ -76,6 +77,9 @@ def display_head_end(run: Run) -> str:
     return "last" if along.size == 0 or np.sign(along).sum() >= 0 else "first"
 
 
+_serials = itertools.count(1)
+
+
 @dataclass
 class Edit:
     """One change of a larva's labels, kept for undo and redo."""
@@ -84,6 +88,7 @@ class Edit:
     first: int
     before: list
     after: list
+    serial: int = field(default_factory=lambda: next(_serials))
 
 
 @dataclass
@@ -102,8 +107,9 @@ class Session:
     queue: list[ReviewSegment] = field(default_factory=list)
     previous: dict = field(default_factory=dict)   # larva → label codes before the last retrain
     changes: dict | None = None
-    revision: int = 0
-    saved_revision: int = 0
+    revision: int = 0                   # counts every change (edits, undo, redo, retrain)
+    saved_top: int | None = None        # the edit on top of the undo stack when last saved
+    unsaved_outside_history: bool = False   # a change undo cannot reach (a retrain)
     undo_stack: list[Edit] = field(default_factory=list)
     redo_stack: list[Edit] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -193,7 +199,11 @@ class Session:
 
     @property
     def dirty(self) -> bool:
-        return self.revision != self.saved_revision
+        """Whether the labels differ from the last save: undoing back to it makes them clean."""
+        return self.unsaved_outside_history or self._top() != self.saved_top
+
+    def _top(self) -> int | None:
+        return self.undo_stack[-1].serial if self.undo_stack else None
 
     # ---------------------------------------------------------------- per larva
     def codes(self, larva: int) -> np.ndarray:
@@ -420,7 +430,7 @@ class Session:
                 labels.metadata["edited_with"] = provenance
             labels.dump(target)
             self.save_path = target.resolve()
-            self.saved_revision = self.revision
+            self.saved_top, self.unsaved_outside_history = self._top(), False
             return {"saved": target.name, "backup": backup.name if backup else None, **self.state()}
 
     # ------------------------------------------------------------------ retrain
@@ -442,6 +452,7 @@ class Session:
             self.revision += 1
             self.undo_stack.clear()
             self.redo_stack.clear()
+            self.saved_top, self.unsaved_outside_history = None, True
             self.changes = self._changes(before)
             return self.changes
 

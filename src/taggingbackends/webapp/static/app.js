@@ -467,7 +467,7 @@ window.addEventListener("beforeunload", (event) => {
 
 // what the browser tests (and curious users, in the console) can reach
 window.app = {
-  state, seek, select, goReview, tag, save, setPlaying,
+  state, seek, select, goReview, tag, save, setPlaying, ethogram, timeline,
   screenPointOf(id) {          // canvas (CSS pixel) position of the spine midpoint of larva `id` now
     const data = chunkData(state.t);
     const track = data && data.get(id);
