@@ -70,6 +70,17 @@ def test_edited_segments_are_left_out_and_ties_are_deterministic():
     assert rank_segments(labels, probabilities) == segments
 
 
+def test_probabilities_from_run_rows():
+    from taggingbackends.data.tracks import Run
+
+    labels, probabilities = hand_built()
+    t = labels.tracks[1].t
+    run = Run(id="20260101_000000", larva_ids=[1, 2], offsets=[0, 20, 40], t=np.concatenate([t, t]),
+              spine=np.zeros((40, 2, 2)) + np.arange(2)[None, :, None])
+    rows = Probabilities.from_run(run, NAMES, probabilities.values)
+    assert rank_segments(labels, rows) == rank_segments(labels, probabilities)
+
+
 def test_neighbour_disagreement():
     values = neighbour_disagreement(["a", "a", "b", "a", "a"], width=1)
     assert values.tolist() == [0.0, 0.5, 1.0, 0.5, 0.0]

@@ -83,6 +83,12 @@ class Probabilities:
         ends = np.append(starts[1:], self.larva_id.size)
         self._rows = {int(i): (int(a), int(b)) for i, a, b in zip(ids, starts, ends)}
 
+    @classmethod
+    def from_run(cls, run, labels: Sequence[str], values: np.ndarray) -> "Probabilities":
+        """Probabilities given as one row per step of ``run`` (e.g. a maggotuba ``Prediction``'s
+        ``prediction.probabilities`` with ``prediction.labels``), without a sidecar file."""
+        return cls(list(labels), np.repeat(run.larva_ids, run.lengths), run.t, values, run_id=run.id)
+
     def for_track(self, larva: int, t: np.ndarray, names: Sequence[str] | None = None) -> np.ndarray:
         """``(len(t), len(names))`` probabilities of ``larva`` at times ``t`` (±1 ms), columns
         in the order of ``names`` (default: the sidecar's); NaN rows where no step matches,
