@@ -248,3 +248,18 @@ def test_retrain_end_to_end(data):
         assert detail["probabilities"] is not None
         assert result["changes"]["steps"] == sum(len(t) for t in session.labels.tracks.values())
         assert client.get("/api/session").json()["dirty"]   # new predictions not saved yet
+
+
+def test_labels_elsewhere_are_saved_beside_the_labels(data, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("labels")
+    labels = Labels.load(data / "predicted.label")
+    labels.tracking = [data / "trx.mat"]
+    labels.dump(elsewhere / "mine.label")
+    session = Session.open(data / "trx.mat", elsewhere / "mine.label")
+    larva = sorted(session.labels.tracks)[0]
+    session.edit(larva, 0, 1, "cast")
+    assert session.save()["saved"] == "mine.edited.label"
+    saved = Labels.load(elsewhere / "mine.edited.label")
+    assert saved.tracks[larva].labels[0] == ["cast", "edited"]
+    assert saved.dependency_paths()[0].resolve() == (data / "trx.mat").resolve()
+    assert not (data / "mine.edited.label").exists()

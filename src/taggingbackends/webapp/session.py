@@ -191,6 +191,10 @@ class Session:
 
     @property
     def data_dir(self) -> Path:
+        """The folder of the opened labels (of the tracking data when there are none): the only
+        place saves go, and the folder whose saved edits Retrain learns from."""
+        if self.labels_path is not None:
+            return self.labels_path.parent
         return self.tracking_path if self.tracking_path.is_dir() else self.tracking_path.parent
 
     @property
