@@ -134,9 +134,14 @@ export class Timeline {
     }
   }
 
-  follow(t) {        // keep the cursor in view
+  follow(t) {        // keep the cursor in view, within the larva's track
+    if (!this.detail) return;
+    const d = this.detail, first = d.t[0], last = d.t[d.t.length - 1];
+    t = Math.min(Math.max(t, first), last);
     const span = this.v1 - this.v0;
-    if (t < this.v0 || t > this.v1) { this.v0 = t - 0.2 * span; this.v1 = this.v0 + span; }
+    if (t < this.v0 || t > this.v1) {
+      this.v0 = Math.max(first - 0.05 * span, t - 0.2 * span); this.v1 = this.v0 + span;
+    }
   }
 
   draw({ colors, names, cursor, selection, segments, width }) {
