@@ -275,18 +275,17 @@ async function goReview(i) {
   const span = Math.max(10, 4 * (segment.end - segment.start));
   timeline.v0 = segment.start - span / 3; timeline.v1 = timeline.v0 + span;
   seek(segment.start);
-  await chunkAt(segment.start);
-  focusOn(segment.larva);
+  await focusOn(segment.larva, segment.start);
   renderQueue();
   status(`review ${i + 1}/${state.queue.length}: larva #${segment.larva}, ${segment.label}, score ${segment.score.toFixed(2)}`);
   setPlaying(true);
 }
 
-function focusOn(id) {
-  const data = chunkData(state.t);
-  const track = data && data.get(id);
+async function focusOn(id, t = state.t) {    // the larva as it is at time t (playback may move on meanwhile)
+  const data = await chunkAt(t);
+  const track = data.get(id);
   if (!track) return;
-  arena.focus(track.spine[nearestIndex(track.t, state.t)]);
+  arena.focus(track.spine[nearestIndex(track.t, t)]);
   requestDraw();
 }
 

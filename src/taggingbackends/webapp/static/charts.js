@@ -64,9 +64,10 @@ export class Ethogram {
     rows.forEach((row, r) => {
       const y = 2 + r * this.rowHeight, h = Math.max(2, this.rowHeight - 1);
       if (row.id === selected) { c.fillStyle = "#39414f"; c.fillRect(0, y - 1, this.width, h + 2); }
-      if (this.rowHeight >= 9) {
-        c.fillStyle = row.id === selected ? "#ffffff" : "#9aa3b0"; c.font = "10px sans-serif";
-        c.fillText(`#${row.id}`, 4, y + h - 2);
+      if (this.rowHeight >= 7) {
+        c.fillStyle = row.id === selected ? "#ffffff" : "#9aa3b0";
+        c.font = `${Math.min(10, this.rowHeight)}px sans-serif`;
+        c.fillText(`#${row.id}`, 4, y + h - 1);
       }
       for (const [start, end, code, p, edited] of row.bouts) {
         const x = this.xAt(start), w = Math.max(1, this.xAt(end) - x);
