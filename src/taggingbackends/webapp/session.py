@@ -177,15 +177,16 @@ class Session:
             existing = self.labels.tracks.get(track.larva_id)
             entries: list = [[] for _ in range(len(track.t))]
             t = track.t.copy()
+            records, attributes = {}, {}
             if existing is not None:
                 pos, ok = match_times(existing.t, track.t)
                 for j in np.flatnonzero(ok):
                     entries[j] = existing.labels[pos[j]]
                     t[j] = existing.t[pos[j]]
                 attributes = existing.attributes
-            else:
-                attributes = {}
-            self.labels.tracks[track.larva_id] = TrackLabels(t, entries, attributes=attributes)
+                if ok.all() and len(existing) == len(track.t):  # same steps: per-step extras still fit
+                    records = existing.records
+            self.labels.tracks[track.larva_id] = TrackLabels(t, entries, records=records, attributes=attributes)
         self._codes.clear()
         self._probability_cache.clear()
 
