@@ -1,0 +1,1 @@
+"""The browser app of `tagging-backend view`: review, correct, save and retrain tags."""
