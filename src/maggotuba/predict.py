@@ -190,8 +190,10 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
 
 def to_labels(prediction: Prediction, saved: SavedTagger, *, model_name: str | None = None,
               tracking: Sequence[Path] = (), edges: str = "label",
-              post_processing: Sequence[str] | None = None) -> Labels:
-    """The predictions as a `.label` run with provenance."""
+              post_processing: Sequence[str] | None = None, options: dict | None = None) -> Labels:
+    """The predictions as a `.label` run with provenance; ``options`` (the prediction options
+    as :func:`taggingbackends.batch.options_record` writes them) let a later batch run tell
+    an up-to-date output from a stale one."""
     from taggingbackends.data.labels import run_metadata
 
     run = prediction.run
@@ -213,6 +215,8 @@ def to_labels(prediction: Prediction, saved: SavedTagger, *, model_name: str | N
                                 else saved.config.post_processing),
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
+    if options is not None:
+        labels.metadata["provenance"]["options"] = options
     return labels
 
 
