@@ -48,6 +48,7 @@ from .fileio import sha1sum
 
 #: Statuses of a file in a batch.
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+NOT_A_PREDICTION = "it is not a prediction of this tool"
 
 
 # ------------------------------------------------------------------ what to run
@@ -162,9 +163,10 @@ def provenance_mismatch(labels, fingerprint: dict, input_path: Path) -> Optional
     """None if ``labels`` (an existing output) was predicted from this very input with
     this model, these options and this tool version; else what differs, in a few words."""
     provenance = labels.metadata.get("provenance")
-    if not isinstance(provenance, dict) or provenance.get("software") != "taggingbackends":
-        return "it is not a prediction of this tool"
-    model = provenance.get("model") if isinstance(provenance.get("model"), dict) else {}
+    if not isinstance(provenance, dict) or provenance.get("software") != "taggingbackends" \
+            or not isinstance(provenance.get("model"), dict):
+        return NOT_A_PREDICTION
+    model = provenance["model"]
     if fingerprint["weights_sha1"] is None:
         return "the model has no weights hash to compare"
     for what, stored, expected in (("the model weights", model.get("weights_sha1"), fingerprint["weights_sha1"]),
@@ -221,7 +223,7 @@ def existing_output_action(output: Path, input_path: Path, fingerprint: dict, *,
                                 "to replace them (or choose another --output)")
     if overwrite:
         return "tag", "replaced (--overwrite)"
-    if mismatch == "it is not a prediction of this tool":
+    if mismatch == NOT_A_PREDICTION:
         raise OutputExistsError(f"{output}: already exists (pass --overwrite to replace it)")
     return "tag", f"redone: {mismatch}"
 
@@ -534,8 +536,7 @@ def dask_client(execution: Execution, n_inputs_hint: Optional[int], device: str)
         with SLURMCluster(cores=execution.cores, processes=execution.cores, memory=execution.memory,
                           walltime=execution.walltime, queue=execution.queue,
                           job_extra_directives=list(execution.job_extra),
-                          scheduler_options={"dashboard_address": None},
-                          worker_extra_args=["--nthreads", "1"], silence_logs=quiet) as cluster:
+                          scheduler_options={"dashboard_address": None}, silence_logs=quiet) as cluster:
             cluster.scale(jobs=execution.jobs)
             with Client(cluster) as client:
                 _wait_for_workers(client, execution.start_timeout, "Slurm jobs (check squeue and "
