@@ -95,12 +95,13 @@ def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
     from taggingbackends.batch import options_record
     from taggingbackends.formats import load
 
-    from .predict import predict_run, probabilities_path, to_labels, write_probabilities
+    from .predict import cached_encoder, predict_run, probabilities_path, to_labels, write_probabilities
 
     run = load(input_path) if run is None else run
     prediction = predict_run(saved, run, device=options.device, precision=options.precision,
                              batch_size=options.batch_size, edges=options.edges,
-                             post_processing=options.post_processing)
+                             post_processing=options.post_processing,
+                             encode=cached_encoder(saved, options.device, options.precision))
     tracking = [p for p in run.source if p.suffix.lower() not in (".label", ".labels", ".json", ".nyxlabel")]
     labels = to_labels(prediction, saved, model_name=model_name, tracking=tracking, edges=options.edges,
                        post_processing=options.post_processing, options=options_record(options))
