@@ -608,6 +608,9 @@ def run_batch(inputs: Iterable[Path], template: str, spec: TaggingSpec, executio
         raise TaggingError("no input to tag" + (" in this shard" if execution.shard else ""))
     if len(head) > 1 and outputs is None and not template_varies(template):
         raise TaggingError(collision_message_for(head, template))
+    clash = next((job.error for job in head if job.error), None)
+    if clash:  # among the first inputs: stop before tagging anything (later: that file fails)
+        raise TaggingError(clash)
     exhausted = len(head) < max(2, execution.workers or usable_cores())
     all_jobs = itertools.chain(head, jobs)
     totals = Totals()
