@@ -97,13 +97,16 @@ def test_killed_worker_and_corrupt_file(screen, reference, tmp_path):
     jobs = list(plan_jobs(iter_tracking_inputs([root]), "{dir}/predicted.label", "default"))
     assert len(jobs) == len(GOOD) + 1
     records, killed = [], {}
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         runner = DaskRunner(client, default_spec(), window=4)
         for record in runner.run(jobs):
             records.append(record)
             if not killed:
-                busy = {address: keys for address, keys in client.processing().items() if keys}
+                busy, deadline = {}, time.monotonic() + 10
+                while not busy and time.monotonic() < deadline:
+                    busy = {address: keys for address, keys in client.processing().items() if keys}
+                    time.sleep(0.01)
                 address, keys = next(iter(busy.items()))
                 pid = client.run(os.getpid, workers=[address])[address]
                 killed = {"pid": pid, "keys": list(keys)}
@@ -170,6 +173,26 @@ def test_pipeline_readers_feed_one_tagger(screen, reference, tmp_path):
     taggers = {r["pid"] for r in records}
     assert len(taggers) == 1  # every file tagged by the one tagging worker
     for name in GOOD:
+        assert_same_prediction(root / name / "predicted.label", reference[name])
+
+
+def test_cli_on_an_existing_scheduler(screen, reference, tmp_path):
+    """`--scheduler ADDRESS`: the files are tagged by that cluster's worker, not by a new one."""
+    from distributed import Client, LocalCluster
+
+    root = tmp_path / "two"
+    for name in GOOD[:2]:
+        shutil.copytree(screen / name, root / name, ignore=shutil.ignore_patterns("predicted*"))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        worker_pid = next(iter(client.run(os.getpid).values()))
+        result = subprocess.run([*CLI, "predict", str(root), "--scheduler", cluster.scheduler_address,
+                                 "--summary", str(tmp_path / "summary.json")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["totals"]["done"] == 2
+    assert {r["worker"].rsplit(":", 1)[1] for r in summary["files"]} == {str(worker_pid)}
+    for name in GOOD[:2]:
         assert_same_prediction(root / name / "predicted.label", reference[name])
 
 

@@ -37,6 +37,7 @@ import inspect
 import itertools
 import json
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +84,9 @@ class Execution:
     scheduler: Optional[str] = None     # address of a running dask scheduler
     cluster: Optional[str] = None       # "slurm"
     jobs: int = 1                       # Slurm jobs
-    cores: int = 1                      # worker processes (one thread each) per Slurm job
-    memory: str = "4GB"                 # per Slurm job
-    walltime: str = "01:00:00"
+    cores: Optional[int] = None         # worker processes (one thread each) per Slurm job
+    memory: Optional[str] = None        # per Slurm job (default: jobqueue config, else 4GB)
+    walltime: Optional[str] = None      # default: jobqueue config, else 01:00:00
     queue: Optional[str] = None
     job_extra: tuple = ()               # extra #SBATCH directives, e.g. "--gres=gpu:1"
     shard: Optional[tuple] = None       # (i, n): every n-th input starting at the i-th
@@ -250,7 +251,7 @@ def cached_model(backend: Optional[str], model_dir: str, device: str) -> tuple:
 def _record(job: Job, **values) -> dict:
     record = {"index": job.index, "input": job.input, "output": job.output, "status": FAILED,
               "reason": None, "larvae": 0, "steps": 0, "seconds": 0.0, "pid": os.getpid(),
-              "model_loaded": False}
+              "worker": f"{socket.gethostname()}:{os.getpid()}", "model_loaded": False}
     record.update(values)
     return record
 
@@ -288,10 +289,9 @@ def tag_file(spec: TaggingSpec, job: Job, fingerprint: Optional[dict] = None, lo
     tick = time.perf_counter()
     record = _record(job)
     try:
-        fingerprint = fingerprint or model_fingerprint(spec)
         if loaded is None:  # decided before the model is needed: a skipped file costs a hash
-            action, note = existing_output_action(Path(job.output), Path(job.input), fingerprint,
-                                                  overwrite=spec.overwrite,
+            action, note = existing_output_action(Path(job.output), Path(job.input),
+                                                  fingerprint or model_fingerprint(spec), overwrite=spec.overwrite,
                                                   overwrite_edited=spec.overwrite_edited)
             run = None
         else:
@@ -299,23 +299,27 @@ def tag_file(spec: TaggingSpec, job: Job, fingerprint: Optional[dict] = None, lo
         if action == "skip":
             record.update(status=SKIPPED, reason=note)
         else:
-            module = _backend(spec.backend)
-            saved, record["model_loaded"] = cached_model(spec.backend, spec.model_dir,
-                                                         spec.options.get("device", "cpu"))
-            extra = {"run": run} if run is not None else {}
-            result = module.predict_file(saved, Path(job.input), Path(job.output),
-                                         module.PredictOptions(**spec.options), model_name=spec.model_name,
-                                         **extra)
-            record.update(status=DONE, reason=note, larvae=int(result.get("larvae", 0)),
-                          steps=int(result.get("steps", 0)))
-            if result.get("sidecar"):
-                record["sidecar"] = str(result["sidecar"])
-            if isinstance(result.get("summary"), dict):
-                record["summary"] = result["summary"]
+            record.update(_predict(spec, job, run), reason=note)
     except Exception as err:  # one bad file is reported, the batch goes on
         record.update(status=FAILED, reason=failure_reason(err))
     record["seconds"] = time.perf_counter() - tick
     return record
+
+
+def _predict(spec: TaggingSpec, job: Job, run: Any = None) -> dict:
+    """Run the backend's ``predict_file`` with this worker's model; the record's fields."""
+    module = _backend(spec.backend)
+    saved, loaded_now = cached_model(spec.backend, spec.model_dir, spec.options.get("device", "cpu"))
+    extra = {"run": run} if run is not None else {}
+    result = module.predict_file(saved, Path(job.input), Path(job.output), module.PredictOptions(**spec.options),
+                                 model_name=spec.model_name, **extra)
+    fields = {"status": DONE, "model_loaded": loaded_now, "larvae": int(result.get("larvae", 0)),
+              "steps": int(result.get("steps", 0))}
+    if result.get("sidecar"):
+        fields["sidecar"] = str(result["sidecar"])
+    if isinstance(result.get("summary"), dict):  # a backend's own per-file summary, if small
+        fields["summary"] = result["summary"]
+    return fields
 
 
 def accepts_run(backend: Optional[str]) -> bool:
@@ -533,10 +537,7 @@ def dask_client(execution: Execution, n_inputs_hint: Optional[int], device: str)
             from dask_jobqueue import SLURMCluster
         except ImportError:
             raise TaggingError("--cluster slurm needs dask-jobqueue: pip install 'taggingbackends[slurm]'") from None
-        with SLURMCluster(cores=execution.cores, processes=execution.cores, memory=execution.memory,
-                          walltime=execution.walltime, queue=execution.queue,
-                          job_extra_directives=list(execution.job_extra),
-                          scheduler_options={"dashboard_address": None}, silence_logs=quiet) as cluster:
+        with SLURMCluster(**slurm_options(execution), silence_logs=quiet) as cluster:
             cluster.scale(jobs=execution.jobs)
             with Client(cluster) as client:
                 _wait_for_workers(client, execution.start_timeout, "Slurm jobs (check squeue and "
@@ -554,15 +555,36 @@ def dask_client(execution: Execution, n_inputs_hint: Optional[int], device: str)
                  for i in range(workers)}
         specs["tagger"] = {"cls": Nanny, "options": {"nthreads": 1, "resources": {"tagger": 1},
                                                      "silence_logs": quiet}}
-        cluster_cm = SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+        cluster_cm = SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
                                  silence_logs=quiet)
     else:
         from distributed import LocalCluster
 
         cluster_cm = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                  dashboard_address=None, silence_logs=quiet)
+                                  dashboard_address=":0", silence_logs=quiet)
     with cluster_cm as cluster, Client(cluster) as client:
         yield client
+
+
+def slurm_options(execution: Execution) -> dict:
+    """SLURMCluster arguments: what the user gave, else the site's dask-jobqueue
+    configuration (``~/.config/dask/jobqueue.yaml``, ``jobqueue.slurm.*``: interface,
+    prologue, account...), else our defaults (1 core, 4GB, 1 h); one single-threaded
+    worker process per core."""
+    import dask
+
+    def configured(name: str, default):
+        return dask.config.get(f"jobqueue.slurm.{name}", default=None) or default
+
+    cores = execution.cores or configured("cores", 1)
+    options = {"cores": cores, "processes": cores, "memory": execution.memory or configured("memory", "4GB"),
+               "walltime": execution.walltime or configured("walltime", "01:00:00"),
+               "scheduler_options": {"dashboard_address": ":0", **(configured("scheduler-options", {}) or {})}}
+    if execution.queue:
+        options["queue"] = execution.queue
+    if execution.job_extra:
+        options["job_extra_directives"] = [*(configured("job-extra-directives", []) or []), *execution.job_extra]
+    return options
 
 
 def _pipeline(execution: Execution, device: str) -> bool:
@@ -629,7 +651,9 @@ def run_batch(inputs: Iterable[Path], template: str, spec: TaggingSpec, executio
     finished = False
     try:
         with dask_client(execution, len(head) if exhausted else None, device) as client:
-            threads = sum(client.nthreads().values()) or execution.jobs * execution.cores
+            threads = sum(client.nthreads().values())
+            if execution.cluster == "slurm":  # more jobs may still be queued: plan for all of them
+                threads = max(threads, execution.jobs * slurm_options(execution)["cores"])
             window = execution.window or max(4, 2 * threads)
             runner = DaskRunner(client, spec, window, pipeline=pipeline)
             for record in runner.run(all_jobs):

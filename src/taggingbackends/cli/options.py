@@ -227,12 +227,14 @@ Workers = Annotated[Optional[int], typer.Option(
 Scheduler = Annotated[Optional[str], typer.Option(
     "--scheduler", help="Address of a running dask scheduler (tcp://host:8786): tag on its workers.")]
 Cluster = Annotated[Optional[str], typer.Option(
-    "--cluster", help="slurm: start dask workers as Slurm jobs (extra [slurm], dask-jobqueue).")]
+    "--cluster", help="slurm: start dask workers as Slurm jobs (needs dask-jobqueue: pip install "
+                      "'taggingbackends\\[slurm]').")]
 Jobs = Annotated[int, typer.Option("--jobs", min=1, help="--cluster slurm: Slurm jobs to start.")]
-Cores = Annotated[int, typer.Option("--cores", min=1,
-                                    help="--cluster slurm: cores per job (one worker process each).")]
-Memory = Annotated[str, typer.Option("--memory", help="--cluster slurm: memory per job (e.g. 8GB).")]
-Walltime = Annotated[str, typer.Option("--walltime", help="--cluster slurm: time limit per job (HH:MM:SS).")]
+Cores = Annotated[Optional[int], typer.Option(
+    "--cores", min=1, help="--cluster slurm: cores per job, one worker process each (default 1).")]
+Memory = Annotated[Optional[str], typer.Option("--memory", help="--cluster slurm: memory per job (default 4GB).")]
+Walltime = Annotated[Optional[str], typer.Option(
+    "--walltime", help="--cluster slurm: time limit per job, HH:MM:SS (default 01:00:00).")]
 Queue = Annotated[Optional[str], typer.Option("--queue", help="--cluster slurm: partition.")]
 JobExtra = Annotated[Optional[List[str]], typer.Option(
     "--job-extra", help="--cluster slurm: extra sbatch option, repeatable (e.g. --job-extra=--gres=gpu:1).")]
@@ -244,8 +246,8 @@ Summary = Annotated[Optional[Path], typer.Option(
 
 
 def execution_options(workers: Optional[int] = None, scheduler: Optional[str] = None,
-                      cluster: Optional[str] = None, jobs: int = 1, cores: int = 1, memory: str = "4GB",
-                      walltime: str = "01:00:00", queue: Optional[str] = None,
+                      cluster: Optional[str] = None, jobs: int = 1, cores: Optional[int] = None,
+                      memory: Optional[str] = None, walltime: Optional[str] = None, queue: Optional[str] = None,
                       job_extra: Optional[List[str]] = None, shard: Optional[str] = None):
     """A :class:`taggingbackends.batch.Execution` from the batch flags, checked."""
     from ..batch import Execution, parse_shard
