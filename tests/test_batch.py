@@ -21,8 +21,8 @@ pytest.importorskip("torch")
 pytest.importorskip("distributed")
 
 from taggingbackends.batch import (DONE, FAILED, SKIPPED, DaskRunner, Execution, TaggingSpec,  # noqa: E402
-                                   existing_output_action, model_fingerprint, options_record, parse_shard,
-                                   plan_jobs, run_batch)
+                                   existing_output_action, has_pipeline_workers, model_fingerprint,
+                                   options_record, parse_shard, plan_jobs, run_batch)
 from taggingbackends.cli import write_simulation  # noqa: E402
 from taggingbackends.cli.options import iter_tracking_inputs  # noqa: E402
 from taggingbackends.data.labels import Labels  # noqa: E402
@@ -183,9 +183,10 @@ def test_cli_on_an_existing_scheduler(screen, reference, tmp_path):
     root = tmp_path / "two"
     for name in GOOD[:2]:
         shutil.copytree(screen / name, root / name, ignore=shutil.ignore_patterns("predicted*"))
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
-            Client(cluster) as client:
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      resources={"reader": 1, "tagger": 1}) as cluster, Client(cluster) as client:
         worker_pid = next(iter(client.run(os.getpid).values()))
+        assert has_pipeline_workers(client)  # --device cuda would split reading and tagging here
         result = subprocess.run([*CLI, "predict", str(root), "--scheduler", cluster.scheduler_address,
                                  "--summary", str(tmp_path / "summary.json")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -250,7 +251,14 @@ def test_streamed_inputs_globs_shards_and_collisions(screen, tmp_path):
     assert not (tmp_path / "x.label").exists()
 
 
-def test_cli_rejects_bad_batch_flags(screen):
-    for flags in (["--shard", "5/2"], ["--cluster", "pbs"], ["--workers", "0"]):
-        result = subprocess.run([*CLI, "predict", str(screen), *flags], capture_output=True, text=True)
-        assert result.returncode == 2, (flags, result.stderr)
+def test_cli_rejects_bad_batch_flags(screen, capsys):
+    from taggingbackends.cli import main
+
+    for flags in (["--shard", "5/2"], ["--cluster", "pbs"], ["--workers", "0"],
+                  ["--cluster", "slurm", "--scheduler", "tcp://x:1"]):
+        with pytest.raises(SystemExit) as exit:
+            main(["predict", str(screen), *flags])
+        assert exit.value.code == 2, flags
+    with pytest.raises(SystemExit) as exit:  # an empty shard, an empty folder: one line, exit 1
+        main(["predict", str(screen / "run0" / "trx.mat"), "--shard", "1/2"])
+    assert exit.value.code == 1 and "no tracking files found" in capsys.readouterr().err

@@ -593,6 +593,14 @@ def _pipeline(execution: Execution, device: str) -> bool:
     return device.startswith("cuda") and not execution.uses_dask_anyway()
 
 
+def has_pipeline_workers(client) -> bool:
+    """Whether an existing cluster offers the reader/tagger split (workers started with
+    ``--resources reader=1`` and, on the GPU machine, ``--resources tagger=1``)."""
+    offered = {name for worker in client.scheduler_info()["workers"].values()
+               for name in (worker.get("resources") or {})}
+    return {"reader", "tagger"} <= offered
+
+
 def _wait_for_workers(client, timeout: float, where: str) -> None:
     try:
         client.wait_for_workers(1, timeout=timeout)
@@ -619,15 +627,15 @@ def run_batch(inputs: Iterable[Path], template: str, spec: TaggingSpec, executio
 
     Chooses in-process or dask execution (:class:`Execution`), streams the jobs, and
     cleans up after an interruption. Raises TaggingError for problems that concern
-    the whole batch (no input, an --output template that maps several inputs to one file);
-    a problem with one file is a failed record."""
+    the whole batch (an --output template that maps several inputs to one file);
+    a problem with one file is a failed record. No input: empty totals."""
     from .cli.options import template_varies
 
     since = time.time() - 1
     jobs = plan_jobs(inputs, template, spec.model_name, execution.shard, outputs)
     head = list(itertools.islice(jobs, max(2, execution.workers or usable_cores())))
     if not head:
-        raise TaggingError("no input to tag" + (" in this shard" if execution.shard else ""))
+        return Totals()  # nothing to tag (the caller says why: no input, an empty shard)
     if len(head) > 1 and outputs is None and not template_varies(template):
         raise TaggingError(collision_message_for(head, template))
     clash = next((job.error for job in head if job.error), None)
@@ -646,6 +654,7 @@ def run_batch(inputs: Iterable[Path], template: str, spec: TaggingSpec, executio
         return totals
     device = spec.options.get("device", "cpu")
     pipeline = _pipeline(execution, device) and accepts_run(spec.backend)
+    decide_on_connect = bool(execution.scheduler) and execution.pipeline is None
     execution = dataclasses.replace(execution, pipeline=pipeline)
     runner = None
     finished = False
@@ -655,6 +664,8 @@ def run_batch(inputs: Iterable[Path], template: str, spec: TaggingSpec, executio
             if execution.cluster == "slurm":  # more jobs may still be queued: plan for all of them
                 threads = max(threads, execution.jobs * slurm_options(execution)["cores"])
             window = execution.window or max(4, 2 * threads)
+            if decide_on_connect:  # an existing cluster: the split if its workers offer it
+                pipeline = device.startswith("cuda") and accepts_run(spec.backend) and has_pipeline_workers(client)
             runner = DaskRunner(client, spec, window, pipeline=pipeline)
             for record in runner.run(all_jobs):
                 totals.add(record)

@@ -136,7 +136,8 @@ def _predict_files(backend: Optional[str], model_instance: Optional[str], inputs
         totals = run_batch(inputs, template, spec, execution, on_record=report,
                            outputs=outputs)
         if totals.files == 0:
-            raise TaggingError(f"no tracking files found in {described}")
+            shard = f" for shard {execution.shard[0]}/{execution.shard[1]}" if execution.shard else ""
+            raise TaggingError(f"no tracking files found in {described}{shard}")
         writer.finish(totals.as_dict(), {"model": spec.model_dir, "options": options,
                                          "backend": backend or "maggotuba"})
     if totals.files > 1:
