@@ -622,13 +622,14 @@ def remove_partial_files(outputs: Iterable[Path], since: float) -> None:
 
 def run_batch(inputs: Iterable[Path], template: str, spec: TaggingSpec, execution: Execution,
               on_record: Callable[[dict], None] = lambda record: None,
-              outputs: Optional[dict] = None) -> Totals:
+              outputs: Optional[dict] = None, on_total: Callable[[int], None] = lambda total: None) -> Totals:
     """Tag every input; ``on_record`` sees each file's record as it finishes.
 
     Chooses in-process or dask execution (:class:`Execution`), streams the jobs, and
     cleans up after an interruption. Raises TaggingError for problems that concern
     the whole batch (an --output template that maps several inputs to one file);
-    a problem with one file is a failed record. No input: empty totals."""
+    a problem with one file is a failed record. No input: empty totals. ``on_total`` gets
+    the number of files once every input has been found (for a progress bar's total)."""
     from .cli.options import template_varies
 
     since = time.time() - 1
@@ -642,7 +643,7 @@ def run_batch(inputs: Iterable[Path], template: str, spec: TaggingSpec, executio
     if clash:  # among the first inputs: stop before tagging anything (later: that file fails)
         raise TaggingError(clash)
     exhausted = len(head) < max(2, execution.workers or usable_cores())
-    all_jobs = itertools.chain(head, jobs)
+    all_jobs = _counted(itertools.chain(head, jobs), on_total)
     totals = Totals()
     in_process = execution.in_process
     if in_process is None:
@@ -675,6 +676,14 @@ def run_batch(inputs: Iterable[Path], template: str, spec: TaggingSpec, executio
         if runner is not None and not finished:
             remove_partial_files(runner.in_flight_outputs(), since)
     return totals
+
+
+def _counted(jobs: Iterable[Job], on_total: Callable[[int], None]) -> Iterator[Job]:
+    count = 0
+    for job in jobs:
+        count += 1
+        yield job
+    on_total(count)
 
 
 def collision_message_for(head: list, template: str) -> str:

@@ -265,27 +265,35 @@ def execution_options(workers: Optional[int] = None, scheduler: Optional[str] = 
                      job_extra=tuple(job_extra or ()), shard=parsed_shard)
 
 
+class BatchProgress:
+    """A progress bar over files and larva-steps (on a terminal only), fed with each file's
+    record; its total is set once every input has been found (until then it is open-ended)."""
+
+    def __init__(self, bar) -> None:
+        self.bar = bar
+        self.task = bar.add_task("tagging", total=None, steps=0, rate=0.0)
+        self.started = bar.get_time()
+        self.steps = 0
+
+    def advance(self, record: dict) -> None:
+        self.steps += record.get("steps", 0)
+        elapsed = max(self.bar.get_time() - self.started, 1e-9)
+        self.bar.update(self.task, advance=1, steps=self.steps, rate=self.steps / elapsed)
+
+    def set_total(self, total: int) -> None:
+        self.bar.update(self.task, total=total)
+
+
 @contextlib.contextmanager
 def batch_progress():
-    """A progress bar over files and larva-steps (on a terminal only), fed with each
-    file's record; the total number of files is shown once the inputs are all found."""
+    """A :class:`BatchProgress` on the console (disabled off a terminal or with --quiet)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("files · {task.fields[steps]:,} larva-steps · {task.fields[rate]:,.0f} steps/s"),
                TimeElapsedColumn())
     with Progress(*columns, console=console, disable=no_progress_bars(), transient=True) as bar:
-        task = bar.add_task("tagging", total=None, steps=0, rate=0.0)
-        started = bar.get_time()
-        steps = 0
-
-        def advance(record: dict) -> None:
-            nonlocal steps
-            steps += record.get("steps", 0)
-            elapsed = max(bar.get_time() - started, 1e-9)
-            bar.update(task, advance=1, steps=steps, rate=steps / elapsed)
-
-        yield advance
+        yield BatchProgress(bar)
 
 
 # ------------------------------------------------------------- progress bars

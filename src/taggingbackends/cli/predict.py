@@ -127,14 +127,14 @@ def _predict_files(backend: Optional[str], model_instance: Optional[str], inputs
     model_name = Path(model_instance).name if model_instance else Path(model_dir).name
     spec = TaggingSpec(backend=backend, model_dir=str(Path(model_dir).resolve()), model_name=model_name,
                        options=options, overwrite=overwrite, overwrite_edited=overwrite_edited)
-    with SummaryWriter(summary) as writer, batch_progress() as advance:
+    with SummaryWriter(summary) as writer, batch_progress() as progress:
         def report(record: dict) -> None:
-            advance(record)
+            progress.advance(record)
             writer.write(record)
             _say_record(record)
 
-        totals = run_batch(inputs, template, spec, execution, on_record=report,
-                           outputs=outputs)
+        totals = run_batch(inputs, template, spec, execution, on_record=report, outputs=outputs,
+                           on_total=progress.set_total)
         if totals.files == 0:
             shard = f" for shard {execution.shard[0]}/{execution.shard[1]}" if execution.shard else ""
             raise TaggingError(f"no tracking files found in {described}{shard}")
