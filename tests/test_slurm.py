@@ -187,3 +187,32 @@ def test_predict_on_slurm(slurm, tmp_path):
         assert {k: t.labels for k, t in got.tracks.items()} == {k: t.labels for k, t in want.tracks.items()}
         assert (tmp_path / name / "predicted.probabilities.h5").is_file()
     assert list(logs.glob("*.out")), "the dask workers ran as Slurm jobs"
+
+
+def test_job_array_recipe_with_shards(slurm, tmp_path):
+    """docs/batch.md's job-array recipe, as written: `sbatch --array=0-1` of a script running
+    `predict --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`; the two shards are
+    disjoint and cover every input."""
+    names = [f"run{k}" for k in range(3)]
+    for seed, name in enumerate(names, start=11):
+        write_simulation(simulate(SimulationConfig(n_larvae=2, duration=6.0, seed=seed)), tmp_path / name, "trxmat")
+    (tmp_path / "summaries").mkdir()
+    script = tmp_path / "tag.sh"
+    script.write_text(f"""#!/bin/bash
+#SBATCH --array=0-1
+#SBATCH --cpus-per-task=1
+#SBATCH --mem=1G
+#SBATCH --time=00:10:00
+#SBATCH --output={tmp_path}/summaries/%A_%a.out
+{sys.executable} -m taggingbackends.cli predict {tmp_path} --shard "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT" \\
+    --workers "$SLURM_CPUS_PER_TASK" --summary "{tmp_path}/summaries/$SLURM_ARRAY_TASK_ID.json"
+""")
+    submitted = subprocess.run(["sbatch", "--wait", str(script)], capture_output=True, text=True, env=slurm,
+                               timeout=240)
+    logs = "".join(p.read_text() for p in (tmp_path / "summaries").glob("*.out"))
+    assert submitted.returncode == 0, submitted.stderr + logs
+    shards = [json.loads((tmp_path / "summaries" / f"{i}.json").read_text()) for i in (0, 1)]
+    tagged = [sorted(Path(r["input"]).parent.name for r in shard["files"]) for shard in shards]
+    assert tagged == [["run0", "run2"], ["run1"]]
+    for name in names:
+        assert Labels.load(tmp_path / name / "predicted.label").n_steps > 0
