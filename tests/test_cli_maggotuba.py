@@ -56,9 +56,14 @@ def test_predict_with_the_shipped_default(work):
     provenance = predicted.metadata["provenance"]
     assert provenance["model"]["instance"] == "default" and len(provenance["model"]["weights_sha1"]) == 40
     assert predicted.dependencies[0]["filename"] == "trx.mat"
-    # an existing output is not replaced silently; deterministic when replaced
+    # the same command again: the output is up to date (same input, model, options), kept as is
+    written = (demo / "a" / "predicted.label").stat().st_mtime_ns
     again = cli("predict", demo / "a" / "trx.mat", "--decode")
-    assert again.returncode == 1 and "--overwrite" in again.stderr
+    assert again.returncode == 0 and "skipped" in again.stdout and "up to date" in again.stdout
+    assert (demo / "a" / "predicted.label").stat().st_mtime_ns == written
+    # other options: the stale prediction is redone, and says why; deterministic when replaced
+    other = cli("predict", demo / "a" / "trx.mat", "--decode", "--edges", "skip")
+    assert other.returncode == 0 and "redone: the options changed (edges)" in " ".join(other.stdout.split())
     first = [predicted[larva].labels for larva in predicted]
     assert cli("predict", demo / "a" / "trx.mat", "--decode", "--overwrite").returncode == 0
     assert [Labels.load(demo / "a" / "predicted.label")[larva].labels for larva in predicted] == first

@@ -88,20 +88,27 @@ class PredictOptions:
 
 
 def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
-                 model_name: str | None = None) -> dict:
-    """Tag one tracking file; write the `.label` and its probabilities sidecar."""
+                 model_name: str | None = None, run=None) -> dict:
+    """Tag one tracking file; write the `.label` and its probabilities sidecar.
+
+    ``run``: the file already read (batch runs read files on CPU workers and tag them
+    on a GPU worker, :mod:`taggingbackends.batch`); default: read ``input_path`` here."""
+    from taggingbackends.batch import options_record
     from taggingbackends.formats import load
 
-    from .predict import predict_run, probabilities_path, resolve_priors, to_labels, write_probabilities
+    from .predict import (cached_encoder, predict_run, probabilities_path, resolve_priors, to_labels,
+                          write_probabilities)
 
     priors = resolve_priors(options.priors, saved)
-    run = load(input_path)
+    run = load(input_path) if run is None else run
     prediction = predict_run(saved, run, device=options.device, precision=options.precision,
                              batch_size=options.batch_size, edges=options.edges,
-                             post_processing=options.post_processing, priors=priors)
+                             post_processing=options.post_processing, priors=priors,
+                             encode=cached_encoder(saved, options.device, options.precision))
     tracking = [p for p in run.source if p.suffix.lower() not in (".label", ".labels", ".json", ".nyxlabel")]
     labels = to_labels(prediction, saved, model_name=model_name, tracking=tracking, edges=options.edges,
-                       post_processing=options.post_processing, priors=priors)
+                       post_processing=options.post_processing, priors=priors,
+                       options=options_record(options))
     sidecar = write_probabilities(prediction, probabilities_path(output), saved.weights_sha1, priors)
     labels.dump(output, encode=not options.decode)
     return {"input": input_path, "output": output, "sidecar": sidecar, "larvae": run.n_tracks,

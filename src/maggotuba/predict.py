@@ -249,6 +249,18 @@ def make_encoder(saved: SavedTagger, device: str, precision: str) -> Callable[[n
     return encode
 
 
+def cached_encoder(saved: SavedTagger, device: str, precision: str) -> Callable[[np.ndarray], torch.Tensor] | None:
+    """:func:`make_encoder` once per model, device and precision, kept on the model object:
+    a batch worker tags many files with one model and building the CPU encoder takes a
+    noticeable fraction of a second. None for bagging ensembles (each member has its own)."""
+    if getattr(saved, "members", None) is not None:
+        return None
+    cache = saved.__dict__.setdefault("_encoders", {})
+    if (device, precision) not in cache:
+        cache[(device, precision)] = make_encoder(saved, device, precision)
+    return cache[(device, precision)]
+
+
 def _elapsed(tick: float, device: str) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -331,8 +343,11 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
 
 def to_labels(prediction: Prediction, saved: SavedTagger, *, model_name: str | None = None,
               tracking: Sequence[Path] = (), edges: str = "label",
-              post_processing: Sequence[str] | None = None, priors: PriorShift | None = None) -> Labels:
-    """The predictions as a `.label` run with provenance."""
+              post_processing: Sequence[str] | None = None, priors: PriorShift | None = None,
+              options: dict | None = None) -> Labels:
+    """The predictions as a `.label` run with provenance; ``options`` (the prediction options
+    as :func:`taggingbackends.batch.options_record` writes them) let a later batch run tell
+    an up-to-date output from a stale one."""
     from taggingbackends.data.labels import run_metadata
 
     run = prediction.run
@@ -355,6 +370,8 @@ def to_labels(prediction: Prediction, saved: SavedTagger, *, model_name: str | N
         "priors": (priors or PriorShift("none", tuple(names))).record(),
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
     }
+    if options is not None:
+        labels.metadata["provenance"]["options"] = options
     return labels
 
 

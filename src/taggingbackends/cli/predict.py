@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 import typer
 
 from ..errors import TaggingError
-from .app import app, console, larva_count, no_progress_bars, say, state
-from .options import check_existing, output_paths, tracking_inputs
+from .app import app, console, err_console, larva_count, say, state
+from .options import (Cluster, Cores, JobExtra, Jobs, Memory, Queue, Scheduler, Shard, Summary, Walltime, Workers,
+                      batch_progress, check_existing, execution_options, iter_tracking_inputs, output_paths,
+                      tracking_inputs)
 
 @app.command()
 def predict(
@@ -35,7 +37,9 @@ def predict(
                                               "natural, uniform, none or a JSON file {label: frequency} "
                                               "(default: the backend's; see docs/evaluation.md)."),
     decode: bool = typer.Option(False, "--decode", help="Write label names instead of integer codes."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing label files."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace existing outputs, up-to-date ones too (without it, an up-to-date "
+                                        "prediction is skipped and a stale one redone)."),
     overwrite_edited: bool = typer.Option(False, "--overwrite-edited",
                                           help="Also replace label files holding manual edits."),
     sandbox: Optional[str] = typer.Option(None, "--sandbox",
@@ -46,11 +50,26 @@ def predict(
                                            "(upstream; off by default since TaggingBackends 0.10)."),
     build_features: bool = typer.Option(False, "--build-features/--skip-build-features",
                                         help="Backend project mode: run the project's build_features.py first."),
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    cluster: Cluster = None,
+    jobs: Jobs = 1,
+    cores: Cores = None,
+    memory: Memory = None,
+    walltime: Walltime = None,
+    queue: Queue = None,
+    job_extra: JobExtra = None,
+    shard: Shard = None,
+    summary: Summary = None,
 ) -> None:
     """Tag every time step of every larva.
 
     Example (direct mode): tagging-backend predict demo/trx.mat  (writes demo/predicted.label and
     demo/predicted.probabilities.h5 with the shipped default tagger).
+
+    Example (a screen, resumable): tagging-backend predict 'screen/**/trx.mat' --workers 8 --summary
+    screen.json  (several inputs run on a local dask cluster; on Slurm: --cluster slurm --jobs 10;
+    see docs/batch.md).
 
     Example (backend project mode, upstream): tagging-backend predict --model-instance NAME [--sandbox TOKEN],
     run in the project root with the tracking files in data/raw/TOKEN (TOKEN defaults to NAME),
@@ -64,12 +83,12 @@ def predict(
                    post_processing=[] if no_post_processing else None, decode=decode)
     if priors is not None:
         options["priors"] = priors
+    execution = execution_options(workers=workers, scheduler=scheduler, cluster=cluster, jobs=jobs, cores=cores,
+                                  memory=memory, walltime=walltime, queue=queue, job_extra=job_extra, shard=shard)
     if inputs:
-        found = tracking_inputs(list(inputs))
-        model_name = model_instance or "default"
-        outputs = output_paths(found, output, Path(model_name).name)
-        check_existing(outputs, overwrite, overwrite_edited)
-        _predict_files(backend, model_instance, found, outputs, options)
+        _predict_files(backend, model_instance, iter_tracking_inputs(list(inputs)), output, options, execution,
+                       overwrite=overwrite, overwrite_edited=overwrite_edited, summary=summary,
+                       described=", ".join(map(str, inputs)))
         return
     if not (model_instance or sandbox):
         raise typer.BadParameter("give input files, or --model-instance/--sandbox in a backend project")
@@ -93,31 +112,81 @@ def predict(
         outputs = [processed / p.relative_to(raw).parent / "predicted.label" if p != raw
                    else processed / "predicted.label" for p in found]
         output_paths(found, "{dir}/predicted.label", "")  # two inputs in one directory: refuse
-        check_existing(outputs, overwrite, overwrite_edited)
-        _predict_files(backend, model_instance, found, outputs, options,
-                       project=explorer.project_dir)
+        check_existing(outputs, overwrite, overwrite_edited)  # upstream: an existing output is an error
+        _predict_files(backend, model_instance, found, "{dir}/predicted.label", options, execution, overwrite=True,
+                       overwrite_edited=overwrite_edited, summary=summary, project=explorer.project_dir,
+                       outputs=dict(zip(map(str, found), map(str, outputs))), described=str(raw))
 
 
-def _predict_files(backend: Optional[str], model_instance: Optional[str], found: List[Path], outputs: List[Path],
-                   options: dict, project: Optional[Path] = None) -> None:
-    """Tag ``found`` into ``outputs`` with an installed backend plug-in."""
-    from rich.progress import Progress
-
+def _predict_files(backend: Optional[str], model_instance: Optional[str], inputs: Iterable[Path], template: str,
+                   options: dict, execution, *, overwrite: bool, overwrite_edited: bool,
+                   summary: Optional[Path] = None, project: Optional[Path] = None,
+                   outputs: Optional[dict] = None, described: str = "") -> None:
+    """Tag ``inputs`` (streamed) with an installed backend plug-in through the batch engine
+    (:mod:`taggingbackends.batch`): in this process for one input, on dask for several.
+    Prints a line per file and, for several, a final table; exit status 1 if any failed."""
     from ..backends import get_backend
+    from ..batch import SummaryWriter, TaggingSpec, run_batch
 
     module = get_backend(backend)
     model_dir = module.resolve_model(model_instance, project) if project else module.resolve_model(model_instance)
-    model_name = Path(model_instance).name if model_instance else model_dir.name
-    saved = module.load_model(model_dir, device=options["device"])
-    predict_options = module.PredictOptions(**options)
-    with Progress(console=console, disable=no_progress_bars(), transient=True) as progress:
-        task = progress.add_task("tagging", total=len(found))
-        for path, out in zip(found, outputs):
-            result = module.predict_file(saved, path, out, predict_options, model_name=model_name)
-            progress.advance(task)
-            sidecar = result.get("sidecar")
-            say(f"{path} → {out} ({larva_count(result['larvae'])}, {result['steps']} steps"
-                + (f"; probabilities in {Path(sidecar).name})" if sidecar else ")"))
+    model_name = Path(model_instance).name if model_instance else Path(model_dir).name
+    spec = TaggingSpec(backend=backend, model_dir=str(Path(model_dir).resolve()), model_name=model_name,
+                       options=options, overwrite=overwrite, overwrite_edited=overwrite_edited)
+    with SummaryWriter(summary) as writer, batch_progress() as progress:
+        def report(record: dict) -> None:
+            progress.advance(record)
+            writer.write(record)
+            _say_record(record)
+
+        totals = run_batch(inputs, template, spec, execution, on_record=report, outputs=outputs,
+                           on_total=progress.set_total)
+        if totals.files == 0:
+            shard = f" for shard {execution.shard[0]}/{execution.shard[1]}" if execution.shard else ""
+            raise TaggingError(f"no tracking files found in {described}{shard}")
+        writer.finish(totals.as_dict(), {"model": spec.model_dir, "options": options,
+                                         "backend": backend or "maggotuba"})
+    if totals.files > 1:
+        _print_totals(totals)
+    if totals.failed:
+        raise typer.Exit(1)
+
+
+def _say_record(record: dict) -> None:
+    """One line per file: tagged (where to), skipped (why) or failed (why, on stderr)."""
+    if record["status"] == "done":
+        sidecar = record.get("sidecar")
+        note = f"; {record['reason']}" if record.get("reason") else ""
+        say(f"{record['input']} → {record['output']} ({larva_count(record['larvae'])}, {record['steps']} steps"
+            + (f"; probabilities in {Path(sidecar).name}" if sidecar else "") + note + ")")
+    elif record["status"] == "skipped":
+        say(f"{record['input']}: skipped, {record['output']} is {record['reason']}")
+    else:
+        reason = record["reason"] or "unknown error"
+        where = "" if reason.startswith(record["input"]) else f"{record['input']}: "
+        err_console.print(f"[red]failed:[/red] {where}{reason}", highlight=False, soft_wrap=True)
+
+
+def _print_totals(totals) -> None:
+    """The final table: files done, skipped, failed (with reasons), speed."""
+    from rich.table import Table
+
+    if state.quiet and not totals.failed:
+        return
+    seconds = totals.seconds
+    table = Table(title="predict", show_header=True, header_style="bold")
+    for column in ("done", "skipped", "failed", "larvae", "larva-steps", "seconds", "steps/s"):
+        table.add_column(column, justify="right")
+    table.add_row(str(totals.done), str(totals.skipped), str(totals.failed), f"{totals.larvae:,}",
+                  f"{totals.steps:,}", f"{seconds:.1f}", f"{totals.steps / seconds:,.0f}" if seconds else "-")
+    console.print(table)
+    if totals.failures:
+        failed = Table("failed file", "reason", show_header=True, header_style="bold red")
+        for path, reason in totals.failures[:50]:
+            failed.add_row(path, reason or "")
+        console.print(failed)
+        if totals.failed > 50:
+            console.print(f"... and {totals.failed - 50} more (see --summary)")
 
 
 def run_project_scripts(explorer, step: str, *, make_dataset: bool, build_features: bool,
