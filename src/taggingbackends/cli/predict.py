@@ -9,7 +9,8 @@ import typer
 
 from ..errors import TaggingError
 from .app import app, console, larva_count, no_progress_bars, say, state
-from .options import check_existing, output_paths, tracking_inputs
+from .options import (Framerate, InputFormat, Pixelsize, check_existing, output_paths, reader_options,
+                      tracking_inputs)
 
 @app.command()
 def predict(
@@ -42,6 +43,9 @@ def predict(
                                            "(upstream; off by default since TaggingBackends 0.10)."),
     build_features: bool = typer.Option(False, "--build-features/--skip-build-features",
                                         help="Backend project mode: run the project's build_features.py first."),
+    input_format: InputFormat = "auto",
+    framerate: Framerate = None,
+    pixelsize: Pixelsize = None,
 ) -> None:
     """Tag every time step of every larva.
 
@@ -58,12 +62,13 @@ def predict(
         raise typer.BadParameter("choose label or skip", param_hint="--edges")
     options = dict(device=device, precision=precision, batch_size=batch_size, edges=edges,
                    post_processing=[] if no_post_processing else None, decode=decode)
+    reader = reader_options(framerate, pixelsize, input_format=input_format)
     if inputs:
         found = tracking_inputs(list(inputs))
         model_name = model_instance or "default"
         outputs = output_paths(found, output, Path(model_name).name)
         check_existing(outputs, overwrite, overwrite_edited)
-        _predict_files(backend, model_instance, found, outputs, options)
+        _predict_files(backend, model_instance, found, outputs, options, reader=reader)
         return
     if not (model_instance or sandbox):
         raise typer.BadParameter("give input files, or --model-instance/--sandbox in a backend project")
@@ -89,11 +94,11 @@ def predict(
         output_paths(found, "{dir}/predicted.label", "")  # two inputs in one directory: refuse
         check_existing(outputs, overwrite, overwrite_edited)
         _predict_files(backend, model_instance, found, outputs, options,
-                       project=explorer.project_dir)
+                       project=explorer.project_dir, reader=reader)
 
 
 def _predict_files(backend: Optional[str], model_instance: Optional[str], found: List[Path], outputs: List[Path],
-                   options: dict, project: Optional[Path] = None) -> None:
+                   options: dict, project: Optional[Path] = None, reader: Optional[dict] = None) -> None:
     """Tag ``found`` into ``outputs`` with an installed backend plug-in."""
     from rich.progress import Progress
 
@@ -107,10 +112,12 @@ def _predict_files(backend: Optional[str], model_instance: Optional[str], found:
     with Progress(console=console, disable=no_progress_bars(), transient=True) as progress:
         task = progress.add_task("tagging", total=len(found))
         for path, out in zip(found, outputs):
-            result = module.predict_file(saved, path, out, predict_options, model_name=model_name)
+            extra = {"reader": reader} if reader else {}  # (plug-ins without reader options still work)
+            result = module.predict_file(saved, path, out, predict_options, model_name=model_name, **extra)
             progress.advance(task)
             sidecar = result.get("sidecar")
-            say(f"{path} → {out} ({larva_count(result['larvae'])}, {result['steps']} steps"
+            what = result.get("summary") or f"{larva_count(result['larvae'])}, {result['steps']} steps"
+            say(f"{path} → {out} ({what}"
                 + (f"; probabilities in {Path(sidecar).name})" if sidecar else ")"))
 
 
