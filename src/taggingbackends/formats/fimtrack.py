@@ -61,7 +61,7 @@ from ..data.tracks import Run, outline_vertex_counts
 from ..errors import AssumedValueWarning, FormatError, TaggingError
 from ..fileio import atomic_path
 from .registry import FormatSpec, as_path
-from .textio import float_rows, read_text_bytes, sniff_delimiter
+from .textio import float_rows, read_text_bytes, sniff_delimiter, to_comma_separated
 
 __all__ = ["is_fimtrack", "read_fimtrack", "write_fimtrack", "fimtrack_outline", "SPEC"]
 
@@ -102,12 +102,7 @@ def _read_text(path: Path) -> str:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if '"' in text:
         text = text.replace('"', "")
-    delimiter = sniff_delimiter(text[:1])
-    if delimiter == ";":
-        text = text.replace(",", ".").replace(";", ",")
-    elif delimiter == "\t":
-        text = text.replace("\t", ",")
-    return text
+    return to_comma_separated(text, sniff_delimiter(text[:1]))
 
 
 def _parse_cells(path: Path, rests: list[str], line_numbers: list[int], n_larvae: int,

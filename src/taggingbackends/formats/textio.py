@@ -94,26 +94,24 @@ def first_line(text: str) -> str:
 
 
 def sniff_delimiter(line: str) -> str:
-    """The field separator of a comma-separated format from its first line: ``,``
-    unless the line has none and has ``;`` (spreadsheet, European locale) or tabs."""
-    if "," in line or not line:
-        return ","
+    """The field separator of a comma-separated format from its first line: ``;`` if
+    the line has one (a spreadsheet re-save in a locale with decimal commas), tab if
+    it has at least as many tabs as commas ("tab-delimited text", whose commas can
+    only be decimal commas), else ``,``."""
     if ";" in line:
         return ";"
-    if "\t" in line:
+    tabs = line.count("\t")
+    if tabs and tabs >= line.count(","):
         return "\t"
     return ","
 
 
-def to_comma_separated(line: str, delimiter: str) -> str:
-    """A line of a ``;``- or tab-separated variant rewritten with commas (decimal
-    commas of a ``;`` file become points, since ``;`` files come from locales that
-    write them)."""
+def to_comma_separated(text: str, delimiter: str) -> str:
+    """Text of a ``;``- or tab-separated variant rewritten with commas; its commas are
+    decimal commas (the locales that write these variants use them) and become points."""
     if delimiter == ",":
-        return line
-    if delimiter == ";":
-        line = line.replace(",", ".")
-    return line.replace(delimiter, ",")
+        return text
+    return text.replace(",", ".").replace(delimiter, ",")
 
 
 def is_missing(field: str) -> bool:
