@@ -164,13 +164,13 @@ if len(sys.argv) > 2:  # a parser of benchmarks/io_benchmark.py, by name
 base = rss_anon()
 sampler = threading.Thread(target=sample)
 sampler.start()
-if parser is load:  # (tracemalloc slows pandas' C parser a hundredfold, and misses pyarrow's heap)
+if parser is load:  # (tracemalloc makes pandas' C parser crawl, and misses pyarrow's heap)
     tracemalloc.start()
-run = parser(sys.argv[1])
+run = parser(__import__("pathlib").Path(sys.argv[1]))
 heap = tracemalloc.get_traced_memory()[1]
 done.set()
 sampler.join()
-print(max(peak[0], rss_anon()) - base, heap, run.nbytes if hasattr(run, "nbytes") else 0)
+print(max(peak[0], rss_anon()) - base, heap, getattr(run, "nbytes", 0))
 """
 
 
@@ -178,7 +178,7 @@ def peak_memory(path: Path, parser: str | None = None, nbytes: int | None = None
     """Peak memory of one read in a fresh process, as multiples of the returned arrays
     (``nbytes``: of the Run our reader returns, for the other ``parser``s):
     (rise of anonymous resident memory sampled every 2 ms, tracemalloc heap peak, 0 for
-    the other parsers: tracemalloc slows pandas and misses pyarrow). File pages a reader maps are page cache, not
+    the other parsers: tracemalloc makes pandas crawl and misses pyarrow). File pages a reader maps are page cache, not
     allocations, and are not counted."""
     extra = [parser, str(Path(__file__).parent)] if parser else []
     out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path), *extra], check=True,

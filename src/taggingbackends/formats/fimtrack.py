@@ -43,12 +43,16 @@ In memory
   overrides it.
 
 Cells may be quoted (``"..."``: quotes are removed, FIMTrack never writes
-commas inside a cell); CRLF line ends and a UTF-8 byte-order mark are accepted.
+commas inside a cell); CRLF or CR line ends, a UTF-8 byte-order mark, trailing
+separators, and the ``;``/decimal-comma and tab-separated variants of
+spreadsheet re-saves are accepted. Besides empty cells, ``na``, ``NA``,
+``NaN``, ``-nan`` (padded or not) are missing values; a frame where a larva has
+some spine cells but not all is a missing step (NaN spine, time kept), counted
+in ``run.metadata["masked"]["missing"]``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import warnings
@@ -64,8 +68,6 @@ from .registry import FormatSpec, as_path
 from .textio import float_rows, read_text_bytes, sniff_delimiter, to_comma_separated
 
 __all__ = ["is_fimtrack", "read_fimtrack", "write_fimtrack", "fimtrack_outline", "SPEC"]
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_FRAMERATE = 30.0
 _SIGNATURE = re.compile(rb"^[,;\t]larva\([0-9]")

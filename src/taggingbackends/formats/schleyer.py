@@ -25,13 +25,20 @@ name).
 
 Missing data
 ------------
-A row is *missing* when its midline holds a NaN, or when its
+A row is *missing* when its midline holds a missing value (``na`` padded with
+spaces as the lab's tracker writes an untracked frame, ``NA``, ``NaN``,
+``-nan``, an empty field: :mod:`.textio`), and a *collision* when its
 ``collision_flag`` is > 0 (the larva touches another one, and its contour
-and midline are those of the merged blob). A missing row keeps its time step,
-with NaN spine and outline, so that time stays regular. In the recordings,
-every row with a NaN is a collision row (flag 2) whose geometry is present but
-whose attribute columns are empty. ``collisions="keep"`` keeps the geometry
-of collision rows that have one. A larva with no valid row is an error.
+and midline are those of the merged blob). Both keep their time step, with
+NaN spine and outline, so that time stays regular; they are counted in
+``run.metadata["masked"]``. In the recordings, collision rows (flag 2) have
+their geometry but empty attribute columns, and untracked rows (``9.csv``
+frame 188, ``48.csv`` frame 2380) are ``na`` everywhere but the frame index,
+the centroid and the attributes. ``collisions="keep"`` keeps the geometry of
+collision rows that have one. A missing frame index is inferred from its
+neighbours when only one frame fits. A larva with no valid row is an error.
+The file may have a byte-order mark, any line ends, a trailing comma, or be a
+``;``/decimal-comma or tab-separated spreadsheet re-save.
 
 Head and tail (verified on the data)
 ------------------------------------
