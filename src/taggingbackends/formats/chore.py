@@ -176,7 +176,8 @@ class _Table:
     """The parsed content of one ``.spine`` or ``.outline`` file."""
 
     def __init__(self, date_time: str, ids: np.ndarray, t: np.ndarray, coords: np.ndarray,
-                 line_numbers: np.ndarray, placed: bool = False, dropped: int = 0):
+                 line_numbers: np.ndarray, placed: bool = False, dropped: int = 0,
+                 has_nan: bool = True):
         self.date_time = date_time
         self.ids = ids
         self.t = t
@@ -184,6 +185,7 @@ class _Table:
         self.line_numbers = line_numbers
         self.placed = placed            # rows are not in file order but where ``rank`` put them
         self.dropped = dropped          # rows without larva id or time, not kept
+        self.has_nan = has_nan          # the file holds missing values (else no masking needed)
 
 
 class _Chunk(NamedTuple):
@@ -495,7 +497,7 @@ def _parse_numbers(path: Path, scan: _Scan, fixed: bool, rank: np.ndarray | None
         i = _first(inf_rows, line_numbers)
         raise FormatError(path, f"line {line_numbers[i]}: infinite {what} coordinate")
     return _Table(scan.date_time, ids.astype(np.int64), t, coords, line_numbers,
-                  placed=rank is not None, dropped=int(unplaced.sum()))
+                  placed=rank is not None, dropped=int(unplaced.sum()), has_nan=infinite)
 
 
 _NA_TOKEN = re.compile(rb"(?<![^ ])[nN]/?[aA](?![^ \n])")
@@ -511,7 +513,8 @@ def _parse_lines(path: Path, lines: list[bytes], first_row: int, counts: np.ndar
                  t: np.ndarray, coords: np.ndarray) -> bool:
     """Parse the lines of one chunk into rows ``first_row:`` of the arrays (or where
     ``rank`` puts them), lines with the same field count at once by
-    :func:`numpy.loadtxt`'s C tokenizer; whether a value is infinite."""
+    :func:`numpy.loadtxt`'s C tokenizer; whether a value is not finite (NaN or
+    infinite: one pass, which tells whether missing values need masking)."""
     width = coords.shape[1]
     if counts[0] == counts[-1] and (counts == counts[0]).all():
         groups = [(int(counts[0]), slice(first_row, first_row + len(lines)), lines)]
@@ -538,7 +541,7 @@ def _parse_lines(path: Path, lines: list[bytes], first_row: int, counts: np.ndar
         coords[rows, :points] = values[:, 2:].reshape(len(values), points, 2)
         if points < width:
             coords[rows, points:] = np.nan
-        infinite = infinite or bool(np.isinf(values).any())
+        infinite = infinite or not bool(np.isfinite(values).all())
     return infinite
 
 
@@ -644,7 +647,8 @@ def _read(spine_path: Path, outline_path: Path | None) -> Run:
     order, larva_ids, offsets = _order_tracks(spine_path, spine)
     coords = spine.coords[order]
     spine.coords = None  # (a copy when rows were reordered: free the file-order one)
-    mask_incomplete_spines(coords)  # a missing coordinate: a missing step (NaN spine, time kept)
+    if spine.has_nan:  # a missing coordinate: a missing step (NaN spine, time kept)
+        mask_incomplete_spines(coords)
     present = ~np.isnan(coords).all(axis=(1, 2))
     per_track = np.add.reduceat(present.astype(np.int64), offsets[:-1])
     if np.any(per_track == 0):
@@ -656,9 +660,11 @@ def _read(spine_path: Path, outline_path: Path | None) -> Run:
         if not isinstance(order, slice):
             rank = np.empty_like(order)
             rank[order] = np.arange(order.size)
-        contour = _match_outlines(outline_path, spine, order,
-                                  _parse(outline_path, fixed=False, rank=rank))
-        mask_holed_outlines(contour)
+        outline_table = _parse(outline_path, fixed=False, rank=rank)
+        contour = _match_outlines(outline_path, spine, order, outline_table)
+        if outline_table.has_nan:  # (padding NaNs alone make no holes)
+            mask_holed_outlines(contour)
+        del outline_table
     metadata = parse_chore_filename(spine_path.name)
     metadata["date_time"] = spine.date_time
     metadata["masked"] = {"missing": int((~present).sum()) + spine.dropped}
