@@ -161,3 +161,20 @@ def test_chore_missing_value_tokens():
     assert np.isnan(run.outline[2]).all()  # '-nan' vertex: a hole, no outline for that step
     assert masked_counts(run) == {"missing": 3}
     assert run_summary(run) == "2 larvae, 9 steps, 3 missing steps masked"
+
+
+def test_import_prints_and_records_what_was_masked(tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    dish = tmp_path / "dish01_na"
+    shutil.copytree(DATA / "schleyer" / "dish01_na", dish)
+    result = subprocess.run([sys.executable, "-m", "taggingbackends.cli", "import", str(dish)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "2 larvae, 17 steps, 2 missing steps masked" in " ".join(result.stdout.split())
+    provenance = json.loads((dish / "dish01_na.label").read_text())["metadata"]["provenance"]
+    assert provenance["summary"] == "2 larvae, 17 steps, 2 missing steps masked"
+    assert provenance["masked"] == {"missing": 2, "collision": 0}
