@@ -17,7 +17,13 @@ both divided by the size of the arrays the reader returns. Pages of the input
 file that a reader memory-maps are page cache, not allocations, and are not
 counted.
 
+The Choreography pair is also parsed by the alternatives to today's reader
+(chunked ``numpy.loadtxt``): pandas' C engine and pyarrow (``pyarrow.csv`` for the
+fixed-width ``.spine``, ``pyarrow.compute`` split + cast for the ragged ``.outline``),
+each with its time, MB/s, ratio to today's reader and peak memory, in the same run.
+
 Usage: python benchmarks/io_benchmark.py [--repeat 3] [--larvae 337] [--steps 134186]
+       python benchmarks/io_benchmark.py --chore-parsers PAIR.spine [--repeat 3]  (parsers only)
 """
 
 from __future__ import annotations
@@ -67,6 +73,61 @@ def t15_like_run(n_larvae: int, n_steps: int, seed: int = 0) -> Run:
                            metadata={"tracker": "t15"})
 
 
+# ------------------------------------------- Choreography text parsers side by side
+def chore_pair_max_fields(path: Path) -> int:
+    """Most fields on a line (pandas needs the column count of ragged .outline files)."""
+    with open(path, "rb") as handle:
+        return max(line.count(b" ") + 1 for line in handle)
+
+
+def parse_pair_pandas(spine: Path) -> tuple:
+    """pandas' C engine: both files to float arrays (ragged outline rows padded with NaN)."""
+    import pandas as pd
+
+    out = []
+    for path in (spine, spine.with_suffix(".outline")):
+        width = chore_pair_max_fields(path) if path.suffix == ".outline" else 25
+        frame = pd.read_csv(path, sep=" ", header=None, engine="c", names=range(width), low_memory=False,
+                            usecols=range(1, width), dtype=np.float64)
+        out.append(frame.to_numpy())
+    return tuple(out)
+
+
+def parse_pair_pyarrow(spine: Path) -> tuple:
+    """pyarrow: the fixed-width .spine by ``pyarrow.csv`` (multi-threaded), the ragged
+    .outline (which ``pyarrow.csv`` refuses) as one string column split into tokens and
+    cast to float64 by ``pyarrow.compute``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    table = pacsv.read_csv(spine, read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+                           parse_options=pacsv.ParseOptions(delimiter=" "),
+                           convert_options=pacsv.ConvertOptions(
+                               column_types={f"f{i}": pa.float64() for i in range(1, 25)},
+                               include_columns=[f"f{i}" for i in range(1, 25)]))
+    spine_values = np.column_stack([table[c].to_numpy() for c in table.column_names])
+    lines = pacsv.read_csv(spine.with_suffix(".outline"), read_options=pacsv.ReadOptions(column_names=["l"]),
+                           parse_options=pacsv.ParseOptions(delimiter="\x01", quote_char=False),
+                           convert_options=pacsv.ConvertOptions(column_types={"l": pa.string()}))["l"]
+    tokens = pc.split_pattern(lines.combine_chunks(), " ")
+    lengths = pc.list_value_length(tokens).to_numpy()
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    keep = np.ones(int(lengths.sum()), dtype=bool)
+    keep[first] = False  # the date_time column
+    values = pc.cast(pc.list_flatten(tokens).filter(pa.array(keep)), pa.float64()).to_numpy()
+    return spine_values, values
+
+
+def parse_pair_ours(spine: Path):
+    """Today's reader (chunked ``numpy.loadtxt``), the whole Run."""
+    return load(spine)
+
+
+PARSERS = {"ours (numpy.loadtxt, chunked)": parse_pair_ours, "pandas C engine": parse_pair_pandas,
+           "pyarrow.csv + compute": parse_pair_pyarrow}
+
+
 def best_of(repeat: int, func) -> float:
     timings = []
     for _ in range(repeat):
@@ -94,25 +155,36 @@ def sample():
         peak[0] = max(peak[0], rss_anon())
         time.sleep(0.002)
 
+parser = load
+if len(sys.argv) > 2:  # a parser of benchmarks/io_benchmark.py, by name
+    sys.path.insert(0, sys.argv[3])
+    import pandas, pyarrow.csv, pyarrow.compute  # (imports are not part of a read)
+    from io_benchmark import PARSERS
+    parser = PARSERS[sys.argv[2]]
 base = rss_anon()
 sampler = threading.Thread(target=sample)
 sampler.start()
-tracemalloc.start()
-run = load(sys.argv[1])
+if parser is load:  # (tracemalloc makes pandas' C parser crawl, and misses pyarrow's heap)
+    tracemalloc.start()
+run = parser(__import__("pathlib").Path(sys.argv[1]))
 heap = tracemalloc.get_traced_memory()[1]
 done.set()
 sampler.join()
-print(max(peak[0], rss_anon()) - base, heap, run.nbytes)
+print(max(peak[0], rss_anon()) - base, heap, getattr(run, "nbytes", 0))
 """
 
 
-def peak_memory(path: Path) -> tuple[float, float]:
-    """Peak memory of one read in a fresh process, as multiples of the returned arrays:
-    (rise of anonymous resident memory sampled every 2 ms, tracemalloc heap peak).
-    File pages the reader maps are not counted: they are page cache, not allocations."""
-    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path)], check=True,
+def peak_memory(path: Path, parser: str | None = None, nbytes: int | None = None) -> tuple[float, float]:
+    """Peak memory of one read in a fresh process, as multiples of the returned arrays
+    (``nbytes``: of the Run our reader returns, for the other ``parser``s):
+    (rise of anonymous resident memory sampled every 2 ms, tracemalloc heap peak, 0 for
+    the other parsers: tracemalloc makes pandas crawl and misses pyarrow). File pages a reader maps are page cache, not
+    allocations, and are not counted."""
+    extra = [parser, str(Path(__file__).parent)] if parser else []
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path), *extra], check=True,
                          capture_output=True, text=True).stdout.split()
-    rss, heap, nbytes = (int(x) for x in out)
+    rss, heap, returned = (int(x) for x in out)
+    nbytes = nbytes or returned
     return rss / nbytes, heap / nbytes
 
 
@@ -127,12 +199,33 @@ def h5py_floor(path: Path) -> None:
                 f[ref][()]
 
 
+def compare_chore_parsers(spine: Path, repeat: int) -> None:
+    """Time and peak memory of each Choreography parser on the same pair, printed."""
+    mb = (spine.stat().st_size + spine.with_suffix(".outline").stat().st_size) / 1e6
+    run_bytes = load(spine).nbytes
+    print(f"\nChoreography .spine+.outline ({mb:.1f} MB of text), parsed side by side in this run "
+          "(ratio = time of today's reader / time; peak = rise of anonymous RSS as a multiple of the "
+          "Run's arrays; the alternatives only parse the numbers, building the Run comes on top):")
+    today = None
+    for name, parser in PARSERS.items():
+        seconds = best_of(repeat, lambda: parser(spine))
+        today = today or seconds
+        peak = peak_memory(spine, name, run_bytes)[0]
+        print(f"  {name:30s} {seconds:7.3f} s {mb / seconds:7.1f} MB/s  x{today / seconds:4.2f}  "
+              f"peak {peak:.2f}x", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--larvae", type=int, default=337)
     parser.add_argument("--steps", type=int, default=134186)
+    parser.add_argument("--chore-parsers", type=Path, metavar="SPINE",
+                        help="only compare the Choreography parsers, on this existing .spine (+ .outline)")
     args = parser.parse_args()
+    if args.chore_parsers:
+        compare_chore_parsers(args.chore_parsers, args.repeat)
+        return
 
     run = t15_like_run(args.larvae, args.steps)
     print(f"run: {run.n_tracks} larvae, {run.n_steps} larva-steps, arrays {run.nbytes / 1e6:.1f} MB")
@@ -163,6 +256,8 @@ def main() -> None:
                      f"raw bytes of both files {t_bytes:.2f} s; np.loadtxt of the .spine alone "
                      f"{t_loadtxt:.2f} s ({loadtxt_mb_s:.0f} MB/s of text; ours {ours_mb_s:.0f} MB/s, "
                      f"{ours_mb_s / loadtxt_mb_s:.2f}x)", peak_memory(spine)))
+
+        compare_chore_parsers(spine, args.repeat)
 
         labels = Labels.from_run(run, tracking=[trx])
         label_path = tmp / "predicted.label"

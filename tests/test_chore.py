@@ -67,7 +67,7 @@ def test_round_trip_file_precision(tmp_path):
     assert back.source == (path, path.with_suffix(".outline"))
     assert back.metadata == {"date_time": "20150701_105504", "genotype": "FCF_attP2_1500062",
                              "effector": "UAS_Chrimson_Venus_X_0070", "tracker": "t15",
-                             "protocol": "r_LED50_30s2x15s30s#n#n#n@100"}
+                             "protocol": "r_LED50_30s2x15s30s#n#n#n@100", "masked": {"missing": 0}}
     # writing what was read reproduces the lines exactly (tracks now sorted by larva id)
     again = tmp_path / "again" / f"{STEM}.spine"
     write_chore(back, again)
@@ -209,8 +209,10 @@ def test_interleaved_rows_are_grouped_and_outlines_matched(tmp_path):
 
 def test_options(tmp_path):
     assert read_chore(SAMPLE, framerate=None).n_steps == 10  # None options are ignored
-    with pytest.raises(TypeError, match="framerate"):
-        read_chore(SAMPLE, framerate=10)
+    # the command line's reader options mean nothing here (times and mm are in the files)
+    assert read_chore(SAMPLE, framerate=10, pixelsize=3.0, verify=False).n_steps == 10
+    with pytest.raises(TypeError, match="radii"):
+        read_chore(SAMPLE, radii=[1, 2])
 
 
 def broken(tmp_path: Path, spine_text: bytes | str, name: str = "bad") -> Path:

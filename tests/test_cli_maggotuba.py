@@ -187,3 +187,49 @@ def test_predict_a_list_of_files(work):
     (work / "binary.txt").write_bytes(b"\xff\xfe\x00")
     binary = cli("predict", work / "binary.txt")
     assert binary.returncode == 1 and binary.stderr.count("\n") == 1
+
+
+def fimtrack_table(demo: Path, directory: Path) -> Path:
+    """Larvae of demo/a as a FIMTrack table filmed at 10 fps (FIMTrack files do not say)."""
+    import dataclasses
+
+    from taggingbackends.formats import load
+    from taggingbackends.formats.fimtrack import write_fimtrack
+
+    run = load(demo / "a" / "trx.mat")
+    run = dataclasses.replace(run, t=np.concatenate([np.arange(n) * 0.1 for n in run.lengths]), source=())
+    table = directory / "table.csv"
+    write_fimtrack(run, table, framerate=10)
+    return table
+
+
+def test_predict_with_reader_options(demo, tmp_path):
+    table = fimtrack_table(demo, tmp_path)
+    given = cli("predict", "--framerate", "10", table)
+    assert given.returncode == 0, given.stderr
+    assert "warning" not in given.stderr
+    assert "(6 larvae, 1,528 steps;" in " ".join(given.stdout.split())  # (rich wraps lines)
+    labels = Labels.load(tmp_path / "predicted.label", verify=False)
+    first = labels[next(iter(labels))].t
+    np.testing.assert_allclose(np.diff(first), 0.1, atol=1e-3)
+    provenance = labels.metadata["provenance"]
+    assert provenance["reader"] == {"framerate": 10.0}
+    assert provenance["summary"].startswith("6 larvae, ") and provenance["masked"] == {"missing": 0}
+    # not given: one warning line naming the assumed rate; the times are those of 30 fps
+    assumed = cli("predict", table, "-o", "{dir}/assumed.label", "--format", "fimtrack")
+    assert assumed.returncode == 0, assumed.stderr
+    assert assumed.stderr.count("warning:") == 1
+    warning = " ".join(assumed.stderr.split())  # (rich wraps lines)
+    assert "table.csv: FIMTrack tables do not state their frame rate; assuming 30 fps" in warning
+    first = Labels.load(tmp_path / "assumed.label", verify=False)
+    np.testing.assert_allclose(np.diff(first[next(iter(first))].t), 1 / 30, atol=1e-3)
+    bad = cli("predict", table, "--framerate", "-3", "-o", "{dir}/bad.label")
+    assert bad.returncode == 2 and not (tmp_path / "bad.label").exists()
+
+
+def test_pretrain_takes_reader_options(demo, tmp_path):
+    table = fimtrack_table(demo, tmp_path)
+    result = cli("pretrain", table, "--framerate", "10", "--model-instance", tmp_path / "enc",
+                 "--iterations", "2", "--windows", "100", "--window-length", "10", "--latent-dim", "4")
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr

@@ -48,7 +48,7 @@ def test_round_trip_spines_and_times(tmp_path):
     assert back.id == "20200101_120000"  # the directory of table.csv
     assert back.source_format == "fimtrack" and back.spine_head == "first"
     assert back.space_unit == "px" and back.frame_rate == 30.0
-    assert back.metadata == {"camera": {"framerate": 30.0}}
+    assert back.metadata == {"camera": {"framerate": 30.0}, "masked": {"missing": 0}}
     assert back.outline.shape == (run.n_steps, 2 * 3 + 3, 2)
     # outline: starts and ends at the head, passes through the tail
     np.testing.assert_allclose(back.outline[:, 0], run.spine[:, 0], rtol=1e-6)
@@ -240,7 +240,8 @@ def all_spine_cells_empty() -> str:
     ("\n".join(SAMPLE_LINES[:-3]) + "\n", "acceleration has 2 frames, others have 5"),
     (SAMPLE_LINES[0] + "\n", "no data rows"),
     (replaced(HEAD_X1, "head_x(1),514.5"), f"line {HEAD_X1 + 1} has 2 cells, expected 3"),
-    (replaced(HEAD_X1, "head_x(1),514.5,1O0"), f"line {HEAD_X1 + 1}: head_x\\(1\\) value '1O0'"),
+    (replaced(HEAD_X1, "head_x(1),514.5,1O0"),
+     f"line {HEAD_X1 + 1}: head_x\\(1\\) value \\(column 3\\): '1O0' is not a number"),
     (replaced(0, ",larva(0),larva(x)"), "column 3: 'larva\\(x\\)' is not 'larva\\(<id>\\)'"),
     (replaced(0, ",larva(0),larva(0)"), "duplicate larva ids"),
     (replaced(HEAD_X1, "head_x(0),514.5,100"), "head_x lists frame 0 twice"),

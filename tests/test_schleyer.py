@@ -29,7 +29,7 @@ def test_real_excerpt_exact_values():
     assert run.spine_head == "last" and run.frame_rate == 16.0 and run.space_unit == "mm"
     assert run.source_format == "schleyer" and run.tags is None
     assert [p.name for p in run.source] == ["3.csv", "17.csv"]
-    assert run.metadata == {"camera": {"framerate": 16.0}}
+    assert run.metadata == {"camera": {"framerate": 16.0}, "masked": {"missing": 0, "collision": 7}}
 
     three = run[3]
     assert three.t[:3].tolist() == [0.0, 0.0625, 0.125] and three.t[-1] == 2.4375
@@ -220,7 +220,7 @@ def test_wrong_encoding(tmp_path):
 def test_non_numeric_field(tmp_path):
     path = _copy(tmp_path)
     path.write_text(path.read_text().replace("22.4073", "22.4o73", 1))
-    _expect_error(path, "non-numeric field")
+    _expect_error(path, r"line 1, column 3: .22\.4o73. is not a number")
     assert not is_schleyer(path)
 
 

@@ -88,19 +88,27 @@ class PredictOptions:
 
 
 def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
-                 model_name: str | None = None, run=None) -> dict:
+                 model_name: str | None = None, run=None, reader: dict | None = None) -> dict:
     """Tag one tracking file; write the `.label` and its probabilities sidecar.
 
     ``run``: the file already read (batch runs read files on CPU workers and tag them
-    on a GPU worker, :mod:`taggingbackends.batch`); default: read ``input_path`` here."""
+    on a GPU worker, :mod:`taggingbackends.batch`); default: read ``input_path`` here.
+    ``reader``: options for :func:`taggingbackends.formats.load` (``format``,
+    ``framerate``, ``pixelsize``, as the command line's reader flags give them).
+    The result's ``summary`` says what was read and masked (also stored in the
+    label's provenance, with the reader options).
+    """
     from taggingbackends.batch import options_record
+    from taggingbackends.data.tracks import masked_counts, run_summary
     from taggingbackends.formats import load
 
     from .predict import (cached_encoder, predict_run, probabilities_path, resolve_priors, to_labels,
                           write_probabilities)
 
     priors = resolve_priors(options.priors, saved)
-    run = load(input_path) if run is None else run
+    reader = dict(reader or {})
+    run = load(input_path, **reader) if run is None else run
+    summary = run_summary(run)
     prediction = predict_run(saved, run, device=options.device, precision=options.precision,
                              batch_size=options.batch_size, edges=options.edges,
                              post_processing=options.post_processing, priors=priors,
@@ -109,10 +117,13 @@ def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
     labels = to_labels(prediction, saved, model_name=model_name, tracking=tracking, edges=options.edges,
                        post_processing=options.post_processing, priors=priors,
                        options=options_record(options))
+    labels.metadata["provenance"].update(summary=summary, masked=masked_counts(run))
+    if reader:
+        labels.metadata["provenance"]["reader"] = reader
     sidecar = write_probabilities(prediction, probabilities_path(output), saved.weights_sha1, priors)
     labels.dump(output, encode=not options.decode)
     return {"input": input_path, "output": output, "sidecar": sidecar, "larvae": run.n_tracks,
-            "steps": run.n_steps, "timings": prediction.timings}
+            "steps": run.n_steps, "summary": summary, "timings": prediction.timings}
 
 
 # -------------------------------------------------------------------- train
@@ -160,8 +171,13 @@ def discover_labels(sources: Sequence[Path]) -> list[str]:
 
 def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOptions, *,
                    pretrained: Path | None = None, start_from: Path | None = None,
-                   progress: Callable[[str, int, float], None] | None = None) -> dict:
+                   progress: Callable[[str, int, float], None] | None = None,
+                   reader: dict | None = None) -> dict:
     """Build a dataset from labelled files, train a tagger, save it in ``output_dir``.
+
+    ``reader``: options for :func:`taggingbackends.formats.load` (``framerate``,
+    ``pixelsize``, ``format``) used for every labelled file (a label file hands
+    them to its tracking file).
 
     ``start_from`` (finetune) is an existing tagger whose encoder, classifier,
     labels and window geometry are reused; otherwise the encoder comes from
@@ -200,7 +216,7 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
         interval = options.frame_interval or _pretrained_interval(pretrained)
         if options.classifier == "bagging":
             return _train_bagging(sources, output_dir, options, labels, pretrained, model_config, interval,
-                                  progress)
+                                  progress, reader)
         spec = WindowSpec(len_traj=model_config.len_traj, frame_interval=interval)
         layers = options.layers
     if options.window_length is not None and options.window_length != spec.len_traj:
@@ -212,7 +228,7 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
         dataset = build_dataset(list(sources), labels, replace(spec, len_pred=0),
                                 balancing=options.balancing, sample_size=options.sample_size,
                                 include_all=options.include_all, class_weights=options.class_weights,
-                                seed=options.seed)
+                                seed=options.seed, reader=reader)
     if options.write_dataset is not None:
         write_hdf5(dataset, options.write_dataset)
     train, validation = split(dataset, options.validation_fraction, seed=options.seed)
@@ -281,7 +297,7 @@ CLASSIFIERS = ("dense", "randomforest", "bagging")
 
 
 def _train_bagging(sources, output_dir: Path, options: TrainOptions, labels: list[str], pretrained: Path,
-                   model_config, interval: float, progress) -> dict:
+                   model_config, interval: float, progress, reader: dict | None = None) -> dict:
     """The 20221228 design: members on several window lengths, majority vote
     (:mod:`maggotuba.models.bagging`). Lengths equal to the pretrained encoder's
     start from it; the others get randomly initialised encoders."""
@@ -310,7 +326,8 @@ def _train_bagging(sources, output_dir: Path, options: TrainOptions, labels: lis
                                   pretrained={model_config.len_traj: pretrained},
                                   balancing=options.balancing, sample_size=options.sample_size,
                                   include_all=options.include_all, class_weights=options.class_weights,
-                                  device=options.device, write_dataset=options.write_dataset, progress=progress)
+                                  device=options.device, write_dataset=options.write_dataset, progress=progress,
+                                  reader=reader)
     first = str(lengths[0])
     frequencies = class_frequencies(labels, log["datasets"][first]["class_counts"],
                                     ensemble.class_weights.get(lengths[0]))
@@ -375,15 +392,17 @@ def _pretrained_interval(directory: Path) -> float:
 def pretrain_instance(sources: Sequence[Path], output_dir: Path, *, window_length: int = 20,
                       frame_interval: float = 0.1, latent: int = 25, iterations: int = 1000,
                       windows: int = 100_000, seed: int = 100, device: str = "cpu",
-                      progress: Callable[[int, float, float | None], None] | None = None) -> dict:
-    """Self-supervised pretraining on tracking files (no labels needed)."""
+                      progress: Callable[[int, float, float | None], None] | None = None,
+                      reader: dict | None = None) -> dict:
+    """Self-supervised pretraining on tracking files (no labels needed); ``reader``:
+    options for :func:`taggingbackends.formats.load` (the command line's reader flags)."""
     from taggingbackends.formats import load
 
     from .features import WindowSpec
     from .models.autoencoder import MaggotUBAConfig
     from .pretrain import PretrainConfig, pretrain, sample_windows, split_by_larva
 
-    runs = [load(path) for path in sources]
+    runs = [load(path, **(reader or {})) for path in sources]
     spec = WindowSpec(len_traj=window_length, frame_interval=frame_interval, len_pred=window_length)
     sampled = sample_windows(runs, spec, windows, seed=seed)
     if len(sampled) < 10:

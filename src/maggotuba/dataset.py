@@ -344,6 +344,7 @@ def build_dataset(
     frame_interval: float | None = None,
     batch_size: int = 4096,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    reader: dict | None = None,
 ) -> LarvaDataset:
     """Select, balance and window the labelled time steps of ``sources``.
 
@@ -362,6 +363,9 @@ def build_dataset(
         seed: seed of every random draw (``None``: not reproducible).
         batch_size: anchors windowed at a time (bounds temporary memory).
         cache_bytes: bound on the prepared runs kept between the passes.
+        reader: options for :func:`taggingbackends.formats.load` (``framerate``,
+            ``pixelsize``, ``format``: the command line's reader flags), used for
+            every file read (a label file hands them to its tracking file).
 
     Raises:
         FormatError: a source cannot be read.
@@ -369,6 +373,7 @@ def build_dataset(
         ValueError: bad selectors, strategy, weights or sizes.
     """
     spec = spec if spec is not None else WindowSpec()
+    reader = dict(reader or {})
     if frame_interval is not None:
         spec = dataclasses.replace(spec, frame_interval=float(frame_interval))
     selectors = tbd.as_selectors(labels)
@@ -395,7 +400,7 @@ def build_dataset(
     group_base = 0
     for path in paths:
         sha1 = _file_sha1(path)
-        run = load(path)
+        run = load(path, **reader)
         idx = tbd.class_index(run, selectors)
         counts_labelled += tbd.count_classes(idx, n_classes)
         if run.tags is None or not (idx >= 0).any():
@@ -443,7 +448,7 @@ def build_dataset(
             continue
         prepared = info.prepared
         if prepared is None:  # not cached: read again
-            prepared = prepare(load(info.path), spec.head)
+            prepared = prepare(load(info.path, **reader), spec.head)
             if prepared.run.n_steps != info.class_idx.size:
                 raise FormatError(info.path, "changed while the dataset was being built")
         run = prepared.run

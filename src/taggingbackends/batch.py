@@ -157,7 +157,8 @@ def model_fingerprint(spec: TaggingSpec) -> dict:
     saved, _ = cached_model(spec.backend, spec.model_dir, spec.options.get("device", "cpu"))
     return {"version": __version__, "backend_version": backend_version(module),
             "weights_sha1": getattr(saved, "weights_sha1", None) or None,
-            "options": options_record(module.PredictOptions(**spec.options))}
+            "options": options_record(module.PredictOptions(**spec.options)),
+            "reader": options_record(spec.reader_options)}
 
 
 def provenance_mismatch(labels, fingerprint: dict, input_path: Path) -> Optional[str]:
@@ -183,6 +184,8 @@ def provenance_mismatch(labels, fingerprint: dict, input_path: Path) -> Optional
         changed = sorted(k for k in set(stored_options) | set(fingerprint["options"])
                          if stored_options.get(k) != fingerprint["options"].get(k))
         return "the options changed (" + ", ".join(changed) + ")"
+    if options_record(provenance.get("reader") or {}) != fingerprint.get("reader", {}):
+        return "the reader options changed"
     return _dependency_mismatch(labels, input_path)
 
 
@@ -311,6 +314,8 @@ def _predict(spec: TaggingSpec, job: Job, run: Any = None) -> dict:
     module = _backend(spec.backend)
     saved, loaded_now = cached_model(spec.backend, spec.model_dir, spec.options.get("device", "cpu"))
     extra = {"run": run} if run is not None else {}
+    if spec.reader_options:  # (plug-ins without reader options still work when none are given)
+        extra["reader"] = spec.reader_options
     result = module.predict_file(saved, Path(job.input), Path(job.output), module.PredictOptions(**spec.options),
                                  model_name=spec.model_name, **extra)
     fields = {"status": DONE, "model_loaded": loaded_now, "larvae": int(result.get("larvae", 0)),
@@ -319,6 +324,8 @@ def _predict(spec: TaggingSpec, job: Job, run: Any = None) -> dict:
         fields["sidecar"] = str(result["sidecar"])
     if isinstance(result.get("summary"), dict):  # a backend's own per-file summary, if small
         fields["summary"] = result["summary"]
+    elif isinstance(result.get("summary"), str):  # what was read and masked, in one line
+        fields["read"] = result["summary"]
     return fields
 
 

@@ -48,3 +48,11 @@ def one_line(err: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (its type name if empty), shortened."""
     text = str(err).strip().splitlines()
     return (text[0] if text else type(err).__name__)[:limit]
+
+
+class AssumedValueWarning(UserWarning):
+    """A reader assumed a value its file does not state (FIMTrack's frame rate, ...).
+
+    The message is one line naming the file, the value assumed and the option that
+    sets it; the command line prints it as ``warning: ...`` (see ``cli.app``).
+    """

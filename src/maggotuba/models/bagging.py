@@ -491,13 +491,15 @@ def train_bagging(
     device: str = "cpu",
     write_dataset: str | Path | None = None,
     progress: Progress | None = None,
+    reader: dict | None = None,
 ) -> tuple[BaggingEnsemble, dict]:
     """Build one dataset per window length from labelled files, pick encoders, train.
 
     ``pretrained`` maps a window length to an encoder directory (ours or the
     original MaggotUBA's) or to ``(state dict, MaggotUBAConfig)``. ``labels``
     replaces ``config.tagger.labels`` when they differ. ``write_dataset``: a
-    directory receiving each length's ``larva_dataset_*.hdf5``.
+    directory receiving each length's ``larva_dataset_*.hdf5``. ``reader``: options
+    for :func:`taggingbackends.formats.load` (the command line's reader flags).
     """
     from ..dataset import build_dataset, write_hdf5
 
@@ -508,7 +510,7 @@ def train_bagging(
         spec = WindowSpec(len_traj=length, frame_interval=config.frame_interval)
         datasets.append(build_dataset(sources, list(labels), spec, balancing=balancing, sample_size=sample_size,
                                       include_all=include_all, class_weights=class_weights,
-                                      seed=config.tagger.seed))
+                                      seed=config.tagger.seed, reader=reader))
         if write_dataset is not None:
             write_hdf5(datasets[-1], Path(write_dataset) if Path(write_dataset).suffix.lower()
                        not in (".hdf5", ".h5") else Path(write_dataset).parent)
@@ -521,7 +523,8 @@ def train_bagging(
             encoders[length] = _given_encoder(given, length)
         elif config.pretrain_iterations > 0:
             state, model_config, pretrain_log = self_pretrain(datasets[0].sources, length, config,
-                                                              exclude_groups=validation_groups, device=device)
+                                                              exclude_groups=validation_groups, device=device,
+                                                              reader=reader)
             encoders[length] = (state, model_config, "self-pretrained on the training data")
             pretraining_logs[str(length)] = pretrain_log
     ensemble, log = train_bagging_datasets(datasets, config, encoders=encoders,
@@ -550,7 +553,8 @@ def _given_encoder(given, length: int) -> tuple[dict, MaggotUBAConfig, str]:
 
 
 def self_pretrain(sources: Sequence[Path], length: int, config: BaggingConfig, *,
-                  exclude_groups: np.ndarray | None = None, device: str = "cpu"):
+                  exclude_groups: np.ndarray | None = None, device: str = "cpu",
+                  reader: dict | None = None):
     """A short self-supervised pretraining (option 2) on the tracks of ``sources``
     (labelled files, read again), with the larvae in ``exclude_groups`` (the
     validation larvae; group ids as :func:`~maggotuba.dataset.build_dataset`
@@ -559,7 +563,7 @@ def self_pretrain(sources: Sequence[Path], length: int, config: BaggingConfig, *
 
     from ..pretrain import PretrainConfig, load_pretrained, pretrain, sample_windows, split_by_larva
 
-    runs = [load(path) for path in sources]
+    runs = [load(path, **(reader or {})) for path in sources]
     spec = WindowSpec(len_traj=length, frame_interval=config.frame_interval, len_pred=length)
     windows = sample_windows(runs, spec, config.pretrain_windows, seed=config.tagger.seed)
     if exclude_groups is not None and len(exclude_groups):

@@ -69,6 +69,29 @@ def _main(
     """Tag every time step of every larva with a behaviour; read and convert tracking files."""
     state.debug = debug
     state.quiet = quiet
+    _show_reader_warnings()
+
+
+def _show_reader_warnings() -> None:
+    """Readers' :class:`AssumedValueWarning` (e.g. FIMTrack's assumed frame rate) as one
+    ``warning:`` line each; other warnings as Python shows them."""
+    import warnings
+
+    from ..errors import AssumedValueWarning
+
+    original = warnings.showwarning
+    if getattr(original, "_tagging_backend", False):
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, AssumedValueWarning):
+            warn(str(message))
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    show._tagging_backend = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+    warnings.simplefilter("always", AssumedValueWarning)
 
 
 def provenance(command: str, **extra) -> dict:

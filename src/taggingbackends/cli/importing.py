@@ -37,6 +37,7 @@ def import_(
     Example: tagging-backend import tests/data/chore/20150701_105504@FCF@UAS@t15@r#n#n#n@100.spine
     """
     from ..data.labels import Labels
+    from ..data.tracks import masked_counts, run_summary
     from ..formats import load
 
     run = load(input_path, format=format, **reader_options(framerate, pixelsize, verify))
@@ -50,9 +51,10 @@ def import_(
         labels.run_id = run_id
     if manual_label:
         labels.append_label(manual_label)
-    labels.metadata["provenance"] = provenance("import")
+    summary = run_summary(run)
+    labels.metadata["provenance"] = provenance("import", summary=summary, masked=masked_counts(run))
     labels.dump(output, encode=not decode, overwrite=overwrite)
-    say(f"wrote {output} ({larva_count(run.n_tracks)}, {run.n_steps} steps, "
+    say(f"wrote {output} ({summary}; "
         f"{'tags: ' + ', '.join(labels.used_names()) if has_tags else 'label: ' + str(default)})")
 
 

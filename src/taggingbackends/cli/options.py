@@ -30,10 +30,26 @@ Decode = Annotated[bool, typer.Option("--decode", help="Write label names instea
 
 
 def reader_options(framerate: Optional[float] = None, pixelsize: Optional[float] = None,
-                   verify: bool = True) -> dict:
+                   verify: bool = True, input_format: str = "auto") -> dict:
     """Keyword arguments for :func:`taggingbackends.formats.load` from the reader flags
-    (only those the user gave, so each format keeps its own defaults)."""
+    (only those the user gave, so each format keeps its own defaults).
+
+    Every command that reads tracking files takes these flags (``import``, ``convert``,
+    ``predict``, ``train``, ``finetune``, ``pretrain``) and hands this dict on, so that
+    a file is read the same way by all of them. ``input_format`` (``--format``) is
+    included as ``format`` unless ``auto``."""
+    for flag, value in (("--framerate", framerate), ("--pixelsize", pixelsize)):
+        if value is not None and not (value > 0 and value != float("inf")):
+            raise typer.BadParameter("must be a positive number", param_hint=flag)
     options: dict = {}
+    if input_format and input_format != "auto":
+        from ..formats import get_format
+
+        try:
+            get_format(input_format)
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--format") from None
+        options["format"] = input_format
     if framerate is not None:
         options["framerate"] = framerate
     if pixelsize is not None:
@@ -321,7 +337,13 @@ def stage_progress(totals: dict):
 
 def accepts_progress(function) -> bool:
     """Whether a plug-in's entry point takes a ``progress`` callback (optional for plug-ins)."""
-    return "progress" in inspect.signature(function).parameters
+    return accepts_keyword(function, "progress")
+
+
+def accepts_keyword(function, name: str) -> bool:
+    """Whether a plug-in's entry point takes the keyword ``name`` (``progress``,
+    ``reader``: optional for plug-ins)."""
+    return name in inspect.signature(function).parameters
 
 
 # ------------------------------------------------------------ small parsers

@@ -9,9 +9,11 @@ import typer
 
 from ..errors import TaggingError
 from .app import app, console, err_console, larva_count, say, state
-from .options import (Cluster, Cores, JobExtra, Jobs, Memory, Queue, Scheduler, Shard, Summary, Walltime, Workers,
-                      batch_progress, check_existing, execution_options, iter_tracking_inputs, output_paths,
+from .options import (Cluster, Cores, Framerate, InputFormat, JobExtra, Jobs, Memory, Pixelsize, Queue, Scheduler,
+                      Shard, Summary, Walltime, Workers, batch_progress, check_existing, execution_options,
+                      iter_tracking_inputs, output_paths, reader_options,
                       tracking_inputs)
+
 
 @app.command()
 def predict(
@@ -61,6 +63,9 @@ def predict(
     job_extra: JobExtra = None,
     shard: Shard = None,
     summary: Summary = None,
+    input_format: InputFormat = "auto",
+    framerate: Framerate = None,
+    pixelsize: Pixelsize = None,
 ) -> None:
     """Tag every time step of every larva.
 
@@ -83,12 +88,13 @@ def predict(
                    post_processing=[] if no_post_processing else None, decode=decode)
     if priors is not None:
         options["priors"] = priors
+    reader = reader_options(framerate, pixelsize, input_format=input_format)
     execution = execution_options(workers=workers, scheduler=scheduler, cluster=cluster, jobs=jobs, cores=cores,
                                   memory=memory, walltime=walltime, queue=queue, job_extra=job_extra, shard=shard)
     if inputs:
         _predict_files(backend, model_instance, iter_tracking_inputs(list(inputs)), output, options, execution,
                        overwrite=overwrite, overwrite_edited=overwrite_edited, summary=summary,
-                       described=", ".join(map(str, inputs)))
+                       described=", ".join(map(str, inputs)), reader=reader)
         return
     if not (model_instance or sandbox):
         raise typer.BadParameter("give input files, or --model-instance/--sandbox in a backend project")
@@ -115,13 +121,14 @@ def predict(
         check_existing(outputs, overwrite, overwrite_edited)  # upstream: an existing output is an error
         _predict_files(backend, model_instance, found, "{dir}/predicted.label", options, execution, overwrite=True,
                        overwrite_edited=overwrite_edited, summary=summary, project=explorer.project_dir,
-                       outputs=dict(zip(map(str, found), map(str, outputs))), described=str(raw))
+                       outputs=dict(zip(map(str, found), map(str, outputs))), described=str(raw), reader=reader)
 
 
 def _predict_files(backend: Optional[str], model_instance: Optional[str], inputs: Iterable[Path], template: str,
                    options: dict, execution, *, overwrite: bool, overwrite_edited: bool,
                    summary: Optional[Path] = None, project: Optional[Path] = None,
-                   outputs: Optional[dict] = None, described: str = "") -> None:
+                   outputs: Optional[dict] = None, described: str = "",
+                   reader: Optional[dict] = None) -> None:
     """Tag ``inputs`` (streamed) with an installed backend plug-in through the batch engine
     (:mod:`taggingbackends.batch`): in this process for one input, on dask for several.
     Prints a line per file and, for several, a final table; exit status 1 if any failed."""
@@ -132,7 +139,8 @@ def _predict_files(backend: Optional[str], model_instance: Optional[str], inputs
     model_dir = module.resolve_model(model_instance, project) if project else module.resolve_model(model_instance)
     model_name = Path(model_instance).name if model_instance else Path(model_dir).name
     spec = TaggingSpec(backend=backend, model_dir=str(Path(model_dir).resolve()), model_name=model_name,
-                       options=options, overwrite=overwrite, overwrite_edited=overwrite_edited)
+                       options=options, overwrite=overwrite, overwrite_edited=overwrite_edited,
+                       reader_options=dict(reader or {}))
     with SummaryWriter(summary) as writer, batch_progress() as progress:
         def report(record: dict) -> None:
             progress.advance(record)
@@ -157,7 +165,8 @@ def _say_record(record: dict) -> None:
     if record["status"] == "done":
         sidecar = record.get("sidecar")
         note = f"; {record['reason']}" if record.get("reason") else ""
-        say(f"{record['input']} → {record['output']} ({larva_count(record['larvae'])}, {record['steps']} steps"
+        what = record.get("read") or f"{larva_count(record['larvae'])}, {record['steps']} steps"
+        say(f"{record['input']} → {record['output']} ({what}"
             + (f"; probabilities in {Path(sidecar).name}" if sidecar else "") + note + ")")
     elif record["status"] == "skipped":
         say(f"{record['input']}: skipped, {record['output']} is {record['reason']}")

@@ -11,7 +11,8 @@ import typer
 
 from ..errors import OutputExistsError, TaggingError
 from .app import app, say
-from .options import accepts_progress, csv_list, int_list, stage_progress, tracking_inputs
+from .options import (Framerate, InputFormat, Pixelsize, accepts_keyword, accepts_progress, csv_list, int_list,
+                      reader_options, stage_progress, tracking_inputs)
 from .predict import run_project_scripts
 
 def _parse_iterations(text: str) -> tuple:
@@ -41,6 +42,7 @@ class _Training:
     trxmat_only: bool
     options: dict          # fields of the backend's TrainOptions
     pretrained: Optional[str] = None
+    reader: Optional[dict] = None  # formats.load options from the reader flags
 
 
 def _split_name(data: List[str], name: Optional[str]) -> tuple[List[str], str]:
@@ -128,12 +130,17 @@ def _train_with_backend(request: _Training, sources: List[Path], output_dir: Pat
     base = resolve(module.resolve_model, request.start_from) if request.start_from else None
     encoder = None if base else resolve(module.resolve_pretrained, request.pretrained)
     options = module.TrainOptions(**request.options)
+    extra = {"reader": request.reader} if request.reader and accepts_keyword(module.train_instance, "reader") \
+        else {}
+    if request.reader and not extra:
+        raise TaggingError(f"backend {request.backend}: takes no reader options (--format, --framerate, "
+                           "--pixelsize)")
     if not accepts_progress(module.train_instance):
-        return module.train_instance(sources, output_dir, options, pretrained=encoder, start_from=base)
+        return module.train_instance(sources, output_dir, options, pretrained=encoder, start_from=base, **extra)
     frozen, tuned = request.options["iterations"]
     with stage_progress({"frozen encoder": frozen, "fine-tuning": tuned}) as report:
         return module.train_instance(sources, output_dir, options, pretrained=encoder, start_from=base,
-                                     progress=report)
+                                     progress=report, **extra)
 
 
 def _report_training(result: dict, output_dir: Path) -> None:
@@ -225,6 +232,9 @@ def train(
                                             "files), saved as metrics.json and in the model card."),
     group_by: str = typer.Option("larva", "--group-by", help="Cross-validation folds of whole larvae "
                                                              "(larva) or whole files (file)."),
+    input_format: InputFormat = "auto",
+    framerate: Framerate = None,
+    pixelsize: Pixelsize = None,
 ) -> None:
     """Train a new tagger on labelled data (label files with their tracking files).
 
@@ -250,7 +260,8 @@ def train(
     _train_common(_Training(data=data, name=name, start_from=None, backend=backend, models_dir=models_dir,
                             sandbox=sandbox, make_dataset=make_dataset and not reuse_h5files,
                             build_features=build_features, trxmat_only=trxmat_only, options=options,
-                            pretrained=pretrained))
+                            pretrained=pretrained,
+                            reader=reader_options(framerate, pixelsize, input_format=input_format)))
 
 
 @app.command()
@@ -274,6 +285,9 @@ def finetune(
     device: str = _TRAIN_OPTIONS["device"], backend: Optional[str] = _TRAIN_OPTIONS["backend"],
     models_dir: Path = _TRAIN_OPTIONS["models_dir"], sandbox: Optional[str] = _TRAIN_OPTIONS["sandbox"],
     build_features: bool = _TRAIN_OPTIONS["build_features"], trxmat_only: bool = _TRAIN_OPTIONS["trxmat_only"],
+    input_format: InputFormat = "auto",
+    framerate: Framerate = None,
+    pixelsize: Pixelsize = None,
 ) -> None:
     """Further train an existing tagger on new labelled data; saves a NEW model instance.
 
@@ -287,7 +301,8 @@ def finetune(
                              seed=seed, window_length=None, frame_interval=None, device=device, write_dataset=None)
     _train_common(_Training(data=list(data or []), name=name, start_from=start_from, backend=backend,
                             models_dir=models_dir, sandbox=sandbox, make_dataset=True,
-                            build_features=build_features, trxmat_only=trxmat_only, options=options))
+                            build_features=build_features, trxmat_only=trxmat_only, options=options,
+                            reader=reader_options(framerate, pixelsize, input_format=input_format)))
 
 
 def _finetune_names(model_instance: Optional[str], output_instance: Optional[str],
@@ -320,6 +335,9 @@ def pretrain(
     device: str = typer.Option("cpu", "--device"),
     backend: Optional[str] = typer.Option(None, "--backend"),
     models_dir: Path = typer.Option(Path("pretrained_models"), "--models-dir"),
+    input_format: InputFormat = "auto",
+    framerate: Framerate = None,
+    pixelsize: Pixelsize = None,
 ) -> None:
     """Self-supervised pretraining of the MaggotUBA autoencoder on tracking data.
 
@@ -333,6 +351,12 @@ def pretrain(
     found = tracking_inputs(list(data))
     arguments = dict(window_length=window_length, frame_interval=frame_interval, latent=latent,
                      iterations=iterations, windows=windows, seed=seed, device=device)
+    reader = reader_options(framerate, pixelsize, input_format=input_format)
+    if reader:
+        if not accepts_keyword(module.pretrain_instance, "reader"):
+            raise TaggingError(f"backend {backend}: takes no reader options (--format, --framerate, "
+                               "--pixelsize)")
+        arguments["reader"] = reader
     with stage_progress({"pretraining": iterations}) as report:
         if accepts_progress(module.pretrain_instance):
             arguments["progress"] = lambda done, loss, validation_loss: report("pretraining", done, loss)

@@ -531,7 +531,8 @@ def match_times(reference: np.ndarray, query: np.ndarray,
 def run_metadata(run) -> dict:
     """`.label` metadata for a tracking run (id first, then its metadata)."""
     metadata = {"id": run.id}
-    metadata.update({k: v for k, v in run.metadata.items() if k != "id"})
+    # (``masked``: a reader's counts, reported in the provenance, not run metadata)
+    metadata.update({k: v for k, v in run.metadata.items() if k not in ("id", "masked")})
     if run.source:
         metadata.setdefault("filename", run.source[0].name)
     return _ordered_metadata(metadata)

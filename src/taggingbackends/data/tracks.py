@@ -305,3 +305,27 @@ def outline_vertex_counts(outline: np.ndarray) -> np.ndarray:
     # first invalid vertex index, or width when all are valid
     first_bad = np.where(valid.all(axis=1), outline.shape[1], np.argmin(valid, axis=1))
     return first_bad.astype(np.int64)
+
+
+def masked_counts(run: Run) -> dict:
+    """Steps a reader masked, by reason: ``{"missing": n, "collision": m}``.
+
+    Text readers record them in ``run.metadata["masked"]`` (``missing``: a spine
+    coordinate was absent, or a row had no larva id/time and was dropped;
+    ``collision``: the larva touched another one). For other runs the steps whose
+    spine is all NaN are counted as ``missing``.
+    """
+    recorded = run.metadata.get("masked")
+    if isinstance(recorded, dict):
+        return {str(k): int(v) for k, v in recorded.items()}
+    return {"missing": int(np.isnan(run.spine).all(axis=(1, 2)).sum())}
+
+
+def run_summary(run: Run) -> str:
+    """One line saying what was read and masked, e.g.
+    ``3 larvae, 4,210 steps, 12 missing, 140 collision steps masked``
+    (printed by ``import`` and ``predict``, stored in `.label` provenance)."""
+    larvae = f"{run.n_tracks:,} larva" if run.n_tracks == 1 else f"{run.n_tracks:,} larvae"
+    text = f"{larvae}, {run.n_steps:,} steps"
+    parts = [f"{count:,} {reason}" for reason, count in masked_counts(run).items() if count]
+    return text + (", " + ", ".join(parts) + " steps masked" if parts else "")

@@ -67,6 +67,7 @@ from ..data.tracks import Run, outline_vertex_counts
 from ..errors import FormatError, TaggingError
 from ..fileio import atomic_path
 from .registry import FormatSpec, as_path
+from .textio import is_missing, mask_holed_outlines, mask_incomplete_spines
 
 __all__ = ["is_chore", "read_chore", "write_chore", "chore_pair", "parse_chore_filename", "SPEC"]
 
@@ -175,13 +176,16 @@ class _Table:
     """The parsed content of one ``.spine`` or ``.outline`` file."""
 
     def __init__(self, date_time: str, ids: np.ndarray, t: np.ndarray, coords: np.ndarray,
-                 line_numbers: np.ndarray, placed: bool = False):
+                 line_numbers: np.ndarray, placed: bool = False, dropped: int = 0,
+                 has_nan: bool = True):
         self.date_time = date_time
         self.ids = ids
         self.t = t
         self.coords = coords            # (n_rows, n_points, 2)
         self.line_numbers = line_numbers
         self.placed = placed            # rows are not in file order but where ``rank`` put them
+        self.dropped = dropped          # rows without larva id or time, not kept
+        self.has_nan = has_nan          # the file holds missing values (else no masking needed)
 
 
 class _Chunk(NamedTuple):
@@ -373,6 +377,8 @@ def _bad_token_line(path: Path, lines: list[bytes], rows: np.ndarray,
                     line_numbers: np.ndarray) -> FormatError:
     for row in rows:
         for token in lines[row].split()[1:]:
+            if is_missing(token.decode("utf-8", "replace")):
+                continue
             try:
                 float(token)
             except ValueError:
@@ -470,6 +476,12 @@ def _parse_numbers(path: Path, scan: _Scan, fixed: bool, rank: np.ndarray | None
         line_numbers = np.empty_like(line_numbers)
         line_numbers[rank] = scan.line_numbers
 
+    unplaced = np.isnan(ids) | np.isnan(t)
+    if unplaced.any():  # no larva id or no time: the row cannot be placed, it is dropped
+        keep = ~unplaced
+        ids, t, coords, line_numbers = ids[keep], t[keep], coords[keep], line_numbers[keep]
+        if not keep.any():
+            raise FormatError(path, "has no line with both a larva id and a time")
     finite_ids = np.isfinite(ids)
     bad = ~finite_ids | (ids < 0) | (ids != np.round(ids))
     if bad.any():
@@ -485,7 +497,15 @@ def _parse_numbers(path: Path, scan: _Scan, fixed: bool, rank: np.ndarray | None
         i = _first(inf_rows, line_numbers)
         raise FormatError(path, f"line {line_numbers[i]}: infinite {what} coordinate")
     return _Table(scan.date_time, ids.astype(np.int64), t, coords, line_numbers,
-                  placed=rank is not None)
+                  placed=rank is not None, dropped=int(unplaced.sum()), has_nan=infinite)
+
+
+_NA_TOKEN = re.compile(rb"(?<![^ ])[nN]/?[aA](?![^ \n])")
+
+
+def _loadtxt(lines: list[bytes], count: int) -> np.ndarray:
+    return np.loadtxt(lines, dtype=np.float64, usecols=range(1, count), delimiter=" ",
+                      comments=None, ndmin=2)
 
 
 def _parse_lines(path: Path, lines: list[bytes], first_row: int, counts: np.ndarray,
@@ -493,7 +513,8 @@ def _parse_lines(path: Path, lines: list[bytes], first_row: int, counts: np.ndar
                  t: np.ndarray, coords: np.ndarray) -> bool:
     """Parse the lines of one chunk into rows ``first_row:`` of the arrays (or where
     ``rank`` puts them), lines with the same field count at once by
-    :func:`numpy.loadtxt`'s C tokenizer; whether a value is infinite."""
+    :func:`numpy.loadtxt`'s C tokenizer; whether a value is not finite (NaN or
+    infinite: one pass, which tells whether missing values need masking)."""
     width = coords.shape[1]
     if counts[0] == counts[-1] and (counts == counts[0]).all():
         groups = [(int(counts[0]), slice(first_row, first_row + len(lines)), lines)]
@@ -508,17 +529,19 @@ def _parse_lines(path: Path, lines: list[bytes], first_row: int, counts: np.ndar
         if rank is not None:
             rows = rank[rows]
         try:
-            values = np.loadtxt(group, dtype=np.float64, usecols=range(1, count),
-                                delimiter=" ", comments=None, ndmin=2)
+            values = _loadtxt(group, count)
         except ValueError:
-            raise _bad_token_line(path, lines, range(len(lines)), line_numbers) from None
+            try:  # the slow path: ``na``/``NA``/``N/A`` missing-value tokens
+                values = _loadtxt([_NA_TOKEN.sub(b"nan", line) for line in group], count)
+            except ValueError:
+                raise _bad_token_line(path, lines, range(len(lines)), line_numbers) from None
         ids[rows] = values[:, 0]
         t[rows] = values[:, 1]
         points = (count - 3) // 2
         coords[rows, :points] = values[:, 2:].reshape(len(values), points, 2)
         if points < width:
             coords[rows, points:] = np.nan
-        infinite = infinite or bool(np.isinf(values).any())
+        infinite = infinite or not bool(np.isfinite(values).all())
     return infinite
 
 
@@ -583,7 +606,8 @@ def _match_outlines(path: Path, spine: _Table, order: np.ndarray | slice,
     return result
 
 
-_READ_OPTIONS = ("outline",)
+_IGNORED_OPTIONS = ("framerate", "pixelsize", "verify")  # the CLI's reader options: the files
+# state their times (s) and coordinates (mm), so these are meaningless here
 
 
 def read_chore(path: str | os.PathLike, *, outline: bool = True, **options) -> Run:
@@ -595,8 +619,9 @@ def read_chore(path: str | os.PathLike, *, outline: bool = True, **options) -> R
         outline: read the ``.outline`` partner (default). Its absence is then a
             :class:`FormatError` ("missing .outline partner ..."). With
             ``False`` only the spine is read and ``run.outline`` is ``None``.
-        options: other reader options are accepted only when ``None`` (so that
-            a caller may pass a common option set to any reader).
+        options: ``framerate``, ``pixelsize`` and ``verify`` (the command line's
+            reader options) are accepted and ignored: the files state times in
+            seconds and coordinates in mm. Others are accepted only when ``None``.
 
     Raises:
         FormatError: naming the file and the problem, for every bad input:
@@ -604,7 +629,7 @@ def read_chore(path: str | os.PathLike, *, outline: bool = True, **options) -> R
             the date_time, ragged spine lines, non-numeric fields, duplicated
             or decreasing times within a larva, larvae whose spine is all NaN.
     """
-    _check_options("read_chore", options)
+    _check_options("read_chore", {k: v for k, v in options.items() if k not in _IGNORED_OPTIONS})
     path = as_path(path)
     spine_path, outline_path = chore_pair(path, outline=outline)
     try:
@@ -622,6 +647,8 @@ def _read(spine_path: Path, outline_path: Path | None) -> Run:
     order, larva_ids, offsets = _order_tracks(spine_path, spine)
     coords = spine.coords[order]
     spine.coords = None  # (a copy when rows were reordered: free the file-order one)
+    if spine.has_nan:  # a missing coordinate: a missing step (NaN spine, time kept)
+        mask_incomplete_spines(coords)
     present = ~np.isnan(coords).all(axis=(1, 2))
     per_track = np.add.reduceat(present.astype(np.int64), offsets[:-1])
     if np.any(per_track == 0):
@@ -633,10 +660,14 @@ def _read(spine_path: Path, outline_path: Path | None) -> Run:
         if not isinstance(order, slice):
             rank = np.empty_like(order)
             rank[order] = np.arange(order.size)
-        contour = _match_outlines(outline_path, spine, order,
-                                  _parse(outline_path, fixed=False, rank=rank))
+        outline_table = _parse(outline_path, fixed=False, rank=rank)
+        contour = _match_outlines(outline_path, spine, order, outline_table)
+        if outline_table.has_nan:  # (padding NaNs alone make no holes)
+            mask_holed_outlines(contour)
+        del outline_table
     metadata = parse_chore_filename(spine_path.name)
     metadata["date_time"] = spine.date_time
+    metadata["masked"] = {"missing": int((~present).sum()) + spine.dropped}
     return Run(
         id=spine.date_time,
         larva_ids=larva_ids,

@@ -43,12 +43,16 @@ In memory
   overrides it.
 
 Cells may be quoted (``"..."``: quotes are removed, FIMTrack never writes
-commas inside a cell); CRLF line ends and a UTF-8 byte-order mark are accepted.
+commas inside a cell); CRLF or CR line ends, a UTF-8 byte-order mark, trailing
+separators, and the ``;``/decimal-comma and tab-separated variants of
+spreadsheet re-saves are accepted. Besides empty cells, ``na``, ``NA``,
+``NaN``, ``-nan`` (padded or not) are missing values; a frame where a larva has
+some spine cells but not all is a missing step (NaN spine, time kept), counted
+in ``run.metadata["masked"]["missing"]``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import warnings
@@ -58,17 +62,15 @@ from typing import Sequence
 import numpy as np
 
 from ..data.tracks import Run, outline_vertex_counts
-from ..errors import FormatError, TaggingError
+from ..errors import AssumedValueWarning, FormatError, TaggingError
 from ..fileio import atomic_path
 from .registry import FormatSpec, as_path
-from .textio import read_text_bytes
+from .textio import float_rows, read_text_bytes, sniff_delimiter, to_comma_separated
 
 __all__ = ["is_fimtrack", "read_fimtrack", "write_fimtrack", "fimtrack_outline", "SPEC"]
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_FRAMERATE = 30.0
-_SIGNATURE = re.compile(rb"^,larva\([0-9]")
+_SIGNATURE = re.compile(rb"^[,;\t]larva\([0-9]")
 _HEADER_CELL = re.compile(r"^\s*larva\((\d+)\)\s*$")
 _ROW_NAME = re.compile(r"^\s*(.+?)\((\d+)\)\s*$")
 _SPINEPOINT = re.compile(r"^spinepoint_(\d+)_x$")
@@ -78,7 +80,8 @@ _RADIUS = re.compile(r"^radius_(\d+)$")
 # ----------------------------------------------------------------- detection
 def is_fimtrack(path: str | os.PathLike) -> bool:
     """Whether ``path`` is a FIMTrack table (never raises): its first 8 bytes
-    (after an optional UTF-8 byte-order mark) match ``^,larva\\([0-9]``."""
+    (after an optional UTF-8 byte-order mark) match ``^[,;\\t]larva\\([0-9]`` (the
+    separator may be ``;`` or a tab in spreadsheet re-saves)."""
     try:
         path = as_path(path)
         if not path.is_file():
@@ -94,24 +97,26 @@ def is_fimtrack(path: str | os.PathLike) -> bool:
 
 # ------------------------------------------------------------------- reading
 def _read_text(path: Path) -> str:
+    """The table as comma-separated text with ``\\n`` line ends and no quotes (the
+    ``;``/decimal-comma and tab variants of spreadsheet re-saves rewritten)."""
     text = read_text_bytes(path, "a FIMTrack table.csv file").decode("utf-8")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if '"' in text:
         text = text.replace('"', "")
-    return text
+    return to_comma_separated(text, sniff_delimiter(text[:1]))
 
 
 def _parse_cells(path: Path, rests: list[str], line_numbers: list[int], n_larvae: int,
                  features: list[str]) -> np.ndarray:
-    """``(n_rows, n_larvae)`` floats from the value parts of rows; NaN where empty.
+    """``(n_rows, n_larvae)`` floats from the value parts of rows; NaN where missing.
 
-    Empty cells become ``nan`` by string replacement, then one
-    :func:`numpy.loadtxt` call parses every row (C tokenizer).
+    Empty cells (what FIMTrack writes) become ``nan`` by string replacement, then
+    :func:`.textio.float_rows` parses every row with numpy's C tokenizer (other
+    missing-value tokens, ``na``, ``NA``, padded ones, on its slow path).
     """
     if n_larvae == 1:
         rests = [rest if rest.split(",", 1)[0].strip() else "nan" + rest for rest in rests]
-        block = "\n".join(rests)
     else:
         block = "\n".join(rests)
         block = block.replace(",,", ",nan,").replace(",,", ",nan,")
@@ -120,22 +125,17 @@ def _parse_cells(path: Path, rests: list[str], line_numbers: list[int], n_larvae
             block = "nan" + block
         if block.endswith(","):
             block += "nan"
-    try:
-        return np.loadtxt(block.split("\n"), dtype=np.float64, delimiter=",", comments=None,
-                          usecols=range(n_larvae), ndmin=2)
-    except ValueError:
-        pass
-    for r, rest in enumerate(rests):  # find the offending cell
-        for c, cell in enumerate(rest.split(",")[:n_larvae]):
-            if not cell.strip():
-                continue
-            try:
-                float(cell)
-            except ValueError:
-                raise FormatError(path, f"line {line_numbers[r]}: {features[r]} value "
-                                        f"{cell.strip()[:30]!r} (column {c + 2}) is not a "
-                                        "number") from None
-    raise FormatError(path, "has cells that cannot be parsed as numbers")  # pragma: no cover
+        rests = block.split("\n")
+    return float_rows(path, rests, n_larvae,
+                      lambda r, c: f"line {line_numbers[r]}: {features[r]} value (column {c + 2})")
+
+
+def _nth_comma(line: str, n: int) -> int:
+    """Index just past the ``n``-th comma of ``line``."""
+    index = -1
+    for _ in range(n):
+        index = line.index(",", index + 1)
+    return index + 1
 
 
 def read_fimtrack(path: str | os.PathLike, *, framerate: float | None = None,
@@ -145,7 +145,8 @@ def read_fimtrack(path: str | os.PathLike, *, framerate: float | None = None,
 
     Args:
         path: the table file.
-        framerate: frames per second (default 30, with an info log message).
+        framerate: frames per second (default 30, with an
+            :class:`~taggingbackends.errors.AssumedValueWarning`: the file does not say).
         pixelsize: μm per pixel; coordinates and radii are then in mm
             (``space_unit="mm"``), else they stay in pixels (``"px"``).
         radii: ``n`` constant radii (file units) replacing the ``radius_<i>``
@@ -167,22 +168,25 @@ def read_fimtrack(path: str | os.PathLike, *, framerate: float | None = None,
     if gaps not in ("keep", "truncate"):
         raise ValueError(f"gaps must be 'keep' or 'truncate', not {gaps!r}")
     path = as_path(path)
-    if framerate is None:
-        logger.info("%s: no frame rate given, assuming %g fps", path, DEFAULT_FRAMERATE)
-        framerate = DEFAULT_FRAMERATE
-    framerate = float(framerate)
+    assumed = framerate is None
+    framerate = float(DEFAULT_FRAMERATE if assumed else framerate)
     if not np.isfinite(framerate) or framerate <= 0:
         raise ValueError(f"framerate must be positive, not {framerate}")
     if pixelsize is not None and (not np.isfinite(pixelsize) or pixelsize <= 0):
         raise ValueError(f"pixelsize must be positive, not {pixelsize}")
     try:
-        return _read(path, framerate, pixelsize, radii, gaps, run_id)
+        run = _read(path, framerate, pixelsize, radii, gaps, run_id)
     except FormatError:
         raise
     except TaggingError as err:  # ValidationError from Run
         raise FormatError(path, str(err)) from err
     except (ValueError, IndexError, TypeError, OverflowError) as err:
         raise FormatError(path, f"cannot be read as FIMTrack: {err}") from err
+    if assumed:  # (only for a file that was read: a broken one gets its error alone)
+        warnings.warn(f"{path}: FIMTrack tables do not state their frame rate; assuming "
+                      f"{DEFAULT_FRAMERATE:g} fps (pass --framerate / framerate=)",
+                      AssumedValueWarning, stacklevel=2)
+    return run
 
 
 def _read(path: Path, framerate: float, pixelsize: float | None,
@@ -214,7 +218,10 @@ def _read(path: Path, framerate: float, pixelsize: float | None,
         line = lines[index]
         if not line.strip():
             continue
-        if line.count(",") != separators:
+        count = line.count(",")
+        if count > separators and not line[_nth_comma(line, separators):].replace(",", "").strip():
+            count = separators  # trailing separators (empty cells past the last larva)
+        if count != separators:
             raise FormatError(path, f"line {index + 1} has {line.count(',') + 1} cells, expected "
                                     f"{n_cells} as in the header: ragged or truncated table")
         name = line[:line.index(",")]
@@ -279,14 +286,19 @@ def _read(path: Path, framerate: float, pixelsize: float | None,
         radius = np.moveaxis(values[len(needed):], 0, 2)  # (n_frames, n_larvae, n_points)
 
     present = ~np.isnan(coords).all(axis=(2, 3))  # (n_frames, n_larvae)
+    # a step with some spine cells missing is a missing step (NaN spine, time kept)
+    incomplete = present & np.isnan(coords).any(axis=(2, 3))
+    coords[incomplete] = np.nan
     if gaps == "truncate":
         started = np.cumsum(present, axis=0) > 0
         stopped = np.cumsum(started & ~present, axis=0) > 0
         present &= ~stopped
     counts = present.sum(axis=0)
-    kept = np.flatnonzero(counts > 0)
+    valid = (present & ~incomplete).sum(axis=0)
+    kept = np.flatnonzero(valid > 0)  # (larvae whose every step is missing are dropped)
     if kept.size == 0:
         raise FormatError(path, "no larva has spine data (all head/spinepoint/tail cells empty)")
+    n_missing = int((present & incomplete)[:, kept].sum())
 
     # concatenate tracks: larva-major order
     larva_index, frame_index = np.nonzero(present.T[kept])
@@ -310,7 +322,7 @@ def _read(path: Path, framerate: float, pixelsize: float | None,
     camera = {"framerate": framerate}
     if pixelsize is not None:
         camera["pixelsize"] = float(pixelsize)
-    metadata: dict = {"camera": camera}
+    metadata: dict = {"camera": camera, "masked": {"missing": n_missing}}
     if radii is not None:
         metadata["overrides"] = {f"radius_{i + 1}": float(v) for i, v in enumerate(radii)}
     return Run(

@@ -25,13 +25,20 @@ name).
 
 Missing data
 ------------
-A row is *missing* when its midline holds a NaN, or when its
+A row is *missing* when its midline holds a missing value (``na`` padded with
+spaces as the lab's tracker writes an untracked frame, ``NA``, ``NaN``,
+``-nan``, an empty field: :mod:`.textio`), and a *collision* when its
 ``collision_flag`` is > 0 (the larva touches another one, and its contour
-and midline are those of the merged blob). A missing row keeps its time step,
-with NaN spine and outline, so that time stays regular. In the recordings,
-every row with a NaN is a collision row (flag 2) whose geometry is present but
-whose attribute columns are empty. ``collisions="keep"`` keeps the geometry
-of collision rows that have one. A larva with no valid row is an error.
+and midline are those of the merged blob). Both keep their time step, with
+NaN spine and outline, so that time stays regular; they are counted in
+``run.metadata["masked"]``. In the recordings, collision rows (flag 2) have
+their geometry but empty attribute columns, and untracked rows (``9.csv``
+frame 188, ``48.csv`` frame 2380) are ``na`` everywhere but the frame index,
+the centroid and the attributes. ``collisions="keep"`` keeps the geometry of
+collision rows that have one. A missing frame index is inferred from its
+neighbours when only one frame fits. A larva with no valid row is an error.
+The file may have a byte-order mark, any line ends, a trailing comma, or be a
+``;``/decimal-comma or tab-separated spreadsheet re-save.
 
 Head and tail (verified on the data)
 ------------------------------------
@@ -58,7 +65,6 @@ points equally spaced along its arc length (end points kept).
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 
@@ -68,7 +74,8 @@ from ..data.tracks import Run, outline_vertex_counts
 from ..errors import FormatError, OutputExistsError, ValidationError
 from ..fileio import atomic_path
 from .registry import FormatSpec, as_path
-from .textio import read_text_bytes
+from .textio import (decode_lines, first_line, float_rows, head_text, is_missing, mask_holed_outlines,
+                     sniff_delimiter, to_comma_separated)
 
 N_COLUMNS = 78
 N_MIDLINE = 12
@@ -83,8 +90,6 @@ COLLISION = N_COLUMNS - 1
 
 _HEAD_BYTES = 8192
 _IGNORED_OPTIONS = ("pixelsize", "verify")  # generic CLI options, meaningless here
-# an empty field, or "na" padded with spaces (the tracker's untracked frames): missing
-_EMPTY_FIELD = re.compile(r"(^|,)[ \t]*(?:na[ \t]*)?(?=,|$)", re.MULTILINE | re.IGNORECASE)
 _INTEGER = re.compile(r"^\s*\d+\s*$")
 
 
@@ -104,24 +109,28 @@ def is_schleyer(path: Path) -> bool:
 
 
 def _first_line_matches(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        head = handle.read(_HEAD_BYTES)
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
+    text = head_text(path, _HEAD_BYTES)
+    if text is None:
         return False
-    line = text.lstrip("\ufeff").split("\n", 1)[0].rstrip("\r")
-    fields = line.split(",")
+    line = first_line(text)
+    fields = _fields(to_comma_separated(line, sniff_delimiter(line)))
     if len(fields) != N_COLUMNS or not _INTEGER.match(fields[0]):
         return False
     for field in fields[1:]:
-        field = field.strip()
-        if field:
+        if not is_missing(field):
             try:
                 float(field)
             except ValueError:
                 return False
     return True
+
+
+def _fields(line: str) -> list[str]:
+    """The comma-separated fields of a line, a trailing separator (79th empty field) dropped."""
+    fields = line.split(",")
+    if len(fields) == N_COLUMNS + 1 and not fields[-1].strip():
+        fields.pop()
+    return fields
 
 
 def _csv_files(directory: Path) -> list[Path]:
@@ -181,9 +190,12 @@ def read_schleyer(path: str | Path, *, framerate: float | None = None, collision
         larva_ids = list(range(1, len(files) + 1))
 
     times, spines, outlines = [], [], []
+    masked = {"missing": 0, "collision": 0}
     for file in files:
         table = parse_csv(file)
-        t, spine, outline = _track(file, table, framerate, collisions)
+        t, spine, outline, counts = _track(file, table, framerate, collisions)
+        for key, count in counts.items():
+            masked[key] += count
         if spine_points is not None and int(spine_points) != N_MIDLINE:
             spine = resample_polyline(spine, int(spine_points))
         times.append(t)
@@ -191,7 +203,8 @@ def read_schleyer(path: str | Path, *, framerate: float | None = None, collision
         outlines.append(outline)
     try:
         return Run.from_tracks(run_id, larva_ids, times, spines, outlines=outlines,
-                               metadata={"camera": {"framerate": framerate}}, source=tuple(files),
+                               metadata={"camera": {"framerate": framerate}, "masked": masked},
+                               source=tuple(files),
                                source_format="schleyer", frame_rate=framerate, spine_head="last",
                                space_unit="mm")
     except ValidationError as err:
@@ -199,33 +212,60 @@ def read_schleyer(path: str | Path, *, framerate: float | None = None, collision
 
 
 def parse_csv(path: Path) -> np.ndarray:
-    """The ``(n_rows, 78)`` float64 table of one file (empty and ``na`` fields are NaN)."""
-    text = read_text_bytes(path, "a Schleyer tracker CSV file").decode("utf-8")
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    counts = [line.count(",") + 1 for line in lines]
-    for number, (line, count) in enumerate(zip(lines, counts), start=1):
-        if count != N_COLUMNS:
-            what = "is empty" if not line.strip() else f"has {count} fields"
+    """The ``(n_rows, 78)`` float64 table of one file (missing values are NaN).
+
+    Accepts the variants of :mod:`.textio`: BOM, any line end, ``;`` (decimal
+    commas) or tab separators, a trailing separator on each line, missing-value
+    tokens (empty, ``na``, ``NaN``, ``-nan``...) padded or not.
+    """
+    lines = decode_lines(path, "a Schleyer tracker CSV file")
+    delimiter = sniff_delimiter(lines[0])
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        fields = _fields(to_comma_separated(line, delimiter))
+        if len(fields) != N_COLUMNS:
+            what = "is empty" if not line.strip() else f"has {len(fields)} fields"
             raise FormatError(path, f"line {number} {what}, expected {N_COLUMNS} (ragged rows)")
-    fixed = _EMPTY_FIELD.sub(r"\1nan", "\n".join(lines))
-    try:
-        table = np.loadtxt(io.StringIO(fixed), delimiter=",", dtype=np.float64, ndmin=2,
-                           comments=None)
-    except ValueError as err:
-        problem = str(err).strip().splitlines()[0] if str(err).strip() else "parse error"
-        raise FormatError(path, f"holds a non-numeric field ({problem})") from None
+        rows.append(",".join(fields))
+    table = float_rows(path, rows, N_COLUMNS, lambda r, c: f"line {r + 1}, column {c + 1}")
     if np.isinf(table).any():
         row = int(np.flatnonzero(np.isinf(table).any(axis=1))[0]) + 1
         raise FormatError(path, f"line {row} holds an infinite value")
     return table
 
 
+def _frame_indices(path: Path, column: np.ndarray) -> np.ndarray:
+    """The frame index column with missing entries inferred from their neighbours:
+    frames are consecutive, so a missing index between frames ``a`` and ``b`` is only
+    accepted when the gap holds exactly the missing rows (``a+1 ..``, ``.. b-1``)."""
+    frames = column.copy()
+    absent = np.isnan(frames)
+    if not absent.any():
+        return frames
+    if absent.all():
+        raise FormatError(path, "has no frame index (first column) on any line")
+    known = np.flatnonzero(~absent)
+    for row in np.flatnonzero(absent):
+        before = known[known < row]
+        after = known[known > row]
+        if before.size:
+            guess = frames[before[-1]] + (row - before[-1])
+            if after.size and frames[after[0]] - frames[before[-1]] != after[0] - before[-1]:
+                raise FormatError(path, f"line {row + 1}: the frame index is missing and the frames "
+                                        "around it leave a gap: cannot tell which frame it is")
+        else:
+            guess = frames[after[0]] - (after[0] - row)
+        frames[row] = guess
+    return frames
+
+
 def _track(path: Path, table: np.ndarray, framerate: float, collisions: str):
-    frames = table[:, 0]
-    if np.isnan(frames).any() or np.any(frames != np.round(frames)) or np.any(frames < 1):
-        row = int(np.flatnonzero(np.isnan(frames) | (frames != np.round(frames)) | (frames < 1))[0]) + 1
+    """(times, spines, outlines, counts) of one larva; ``counts`` are the steps masked
+    as ``missing`` (a midline coordinate absent) and as ``collision``."""
+    frames = _frame_indices(path, table[:, 0])
+    bad = (frames != np.round(frames)) | (frames < 1)
+    if np.any(bad):
+        row = int(np.flatnonzero(bad)[0]) + 1
         raise FormatError(path, f"line {row}: the frame index must be a positive integer")
     steps = np.diff(frames)
     if np.any(steps <= 0):
@@ -235,14 +275,17 @@ def _track(path: Path, table: np.ndarray, framerate: float, collisions: str):
     spine = table[:, MIDLINE].reshape(-1, N_MIDLINE, 2).copy()
     outline = table[:, CONTOUR].reshape(-1, N_CONTOUR, 2).astype(np.float32)
     missing = np.isnan(spine).any(axis=(1, 2))
+    collided = np.zeros_like(missing)
     if collisions == "missing":
-        missing |= table[:, COLLISION] > 0
-    spine[missing] = np.nan
-    outline[missing] = np.nan
-    if missing.all():
-        raise FormatError(path, "has no valid midline (every row is NaN or a collision)")
+        collided = (table[:, COLLISION] > 0) & ~missing
+    masked = missing | collided
+    spine[masked] = np.nan
+    outline[masked] = np.nan
+    mask_holed_outlines(outline)
+    if masked.all():
+        raise FormatError(path, "has no valid midline (every row is missing or a collision)")
     t = np.round((frames - 1.0) / framerate, 4)
-    return t, spine, outline
+    return t, spine, outline, {"missing": int(missing.sum()), "collision": int(collided.sum())}
 
 
 def resample_polyline(points: np.ndarray, n: int) -> np.ndarray:
