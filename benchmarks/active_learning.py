@@ -4,8 +4,11 @@
 
 A user opens the shipped default's prediction of a held-out recording (see
 ``loop_common.py``: 20 Hz, noisier rig, natural base rates, never seen in training),
-corrects N segments (runs of steps with one predicted label), saves (the corrected
-steps carry ``edited``), and fine-tunes (``tagging-backend finetune``: fast settings,
+corrects N segments (runs of steps with one predicted label): shown a segment, the person
+labels the behaviour they see there from its start to its end, i.e. every step of the true
+bouts the segment overlaps (a one-step flicker inside a stop gets the whole stop fixed).
+A segment already corrected by an earlier fix is skipped (the review queue leaves edited
+segments out). They save (the corrected steps carry ``edited``) and fine-tune (``tagging-backend finetune``: fast settings,
 ``--train-on auto``, so only the corrected steps are trained on). The segments come
 from larvae 1-30; the tagger is scored on larvae 31-60.
 
@@ -107,33 +110,54 @@ def _fallback_rank(labels: Labels, larva_id, t, probabilities) -> list[tuple[int
 
 
 # ------------------------------------------------------------- the user
-def correct(domain, pool_rows: np.ndarray, predicted: np.ndarray, segments, path: Path) -> int:
-    """Write the prediction of the pool with ``segments`` corrected (true labels +
-    ``edited``); returns the number of corrected steps."""
+def correct(domain, pool_rows: np.ndarray, predicted: np.ndarray, queue, n: int, path: Path) -> int:
+    """Write the prediction of the pool with the first ``n`` segments of ``queue`` corrected
+    (true labels + ``edited``), skipping segments already corrected by an earlier fix (as
+    the review queue does with edited segments); returns the number of corrected steps."""
     run = domain.run
     classes = np.zeros(run.n_steps, dtype=np.int64)
     classes[pool_rows] = predicted
     edited = np.zeros(run.n_steps, dtype=bool)
     rows_of = {int(run.larva_ids[tr]): pool_rows[run.track_index[pool_rows] == tr]
                for tr in np.unique(run.track_index[pool_rows])}
-    for larva, first, last in segments:
-        rows = rows_of[larva][first:last + 1]
+    done = 0
+    for larva, first, last in queue:
+        if done == n:
+            break
+        if edited[rows_of[larva][first:last + 1]].all():
+            continue
+        rows = _true_bouts(domain.truth, rows_of[larva], first, last)
         classes[rows] = domain.truth[rows]
         edited[rows] = True
+        done += 1
     labelled = np.zeros(run.n_steps, dtype=bool)
     labelled[pool_rows] = True
     write_labels(domain, path, classes, labelled, edited)
     return int(edited.sum())
 
 
-def finetune(label_file: Path, output: Path, seed: int) -> Path | None:
+def _true_bouts(truth: np.ndarray, larva_rows: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Rows a person fixes when shown the predicted segment ``first..last`` of a larva: the
+    whole true bouts it overlaps (they label the behaviour they see, start to end)."""
+    labels = truth[larva_rows]
+    while first > 0 and labels[first - 1] == labels[first]:
+        first -= 1
+    while last + 1 < len(labels) and labels[last + 1] == labels[last]:
+        last += 1
+    return larva_rows[first:last + 1]
+
+
+def finetune(label_file: Path, output: Path, seed: int, **settings) -> Path | None:
     """Fast fine-tune of the shipped default on the corrected steps (None: too few to split)."""
     from maggotuba.backend import TrainOptions, resolve_model, train_instance
+    from maggotuba.finetune import FastSettings
     from taggingbackends.errors import TaggingError
 
     shutil.rmtree(output, ignore_errors=True)
+    # the default settings without the time cap: the curve must not depend on the machine's load
+    fast = FastSettings(**{"budget_seconds": None, **settings})
     try:
-        train_instance([label_file], output, TrainOptions(fast=True, train_on="auto", seed=seed),
+        train_instance([label_file], output, TrainOptions(fast=fast, train_on="auto", seed=seed),
                        start_from=resolve_model("default"))
     except TaggingError as err:
         print(f"    ({label_file.name}: {err}; the default is kept)", flush=True)
@@ -148,7 +172,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="0,1,2", help="seeds (random draws and fine-tune batches)")
     parser.add_argument("--recording-seed", type=int, default=7000)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--anchor", type=float, default=None, help="FastSettings.anchor (default: its default)")
     args = parser.parse_args(argv)
+    settings = {} if args.anchor is None else {"anchor": args.anchor}
     from maggotuba.backend import resolve_model
     from maggotuba.models.tagger import load_tagger
 
@@ -178,14 +204,13 @@ def main(argv=None) -> None:
         for user in ("ranked", "random"):
             for seed in seeds:
                 if user == "ranked":
-                    chosen = ranked[:n]
+                    queue = ranked
                 else:
-                    rng = np.random.default_rng([seed, n])
-                    chosen = [everything[i] for i in rng.choice(len(everything), size=n, replace=False)]
+                    queue = [everything[i] for i in np.random.default_rng([seed, n]).permutation(len(everything))]
                 label_file = work / f"{user}{n}-{seed}.label"
-                steps = correct(domain, pool_rows, predicted, chosen, label_file)
+                steps = correct(domain, pool_rows, predicted, queue, n, label_file)
                 tick = time.perf_counter()
-                model = finetune(label_file, work / "models" / f"{user}{n}-{seed}", seed)
+                model = finetune(label_file, work / "models" / f"{user}{n}-{seed}", seed, **settings)
                 seconds = time.perf_counter() - tick
                 score = evaluate(model) if model is not None else baseline
                 curve.setdefault((n, user), []).append(dict(steps=steps, seconds=seconds, **score))

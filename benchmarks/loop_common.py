@@ -117,23 +117,31 @@ class Evaluator:
         self.truth = domain.truth[self.rows]
         self.windows = make_windows(domain.run, spec, rows=self.rows).data
 
-    def classes(self, model) -> np.ndarray:
-        import torch
+    def latents(self, model) -> np.ndarray:
+        """Embeddings of the windows, cached per encoder (a fast fine-tune keeps the encoder)."""
+        import hashlib
 
         from maggotuba.finetune import embed
 
-        latents = embed(model.encoder, self.windows)
-        with torch.inference_mode():
-            return model.classifier(torch.from_numpy(latents)).argmax(dim=1).numpy()
+        digest = hashlib.sha1()
+        for name, value in sorted(model.encoder.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().numpy().tobytes())
+        key = digest.hexdigest()
+        cache = self.__dict__.setdefault("_cache", {})
+        if key not in cache:
+            cache[key] = embed(model.encoder, self.windows)
+        return cache[key]
+
+    def classes(self, model) -> np.ndarray:
+        return self.probabilities(model).argmax(axis=1)
 
     def probabilities(self, model) -> np.ndarray:
         import torch
 
-        from maggotuba.finetune import embed
-
-        latents = embed(model.encoder, self.windows)
         with torch.inference_mode():
-            return torch.softmax(model.classifier(torch.from_numpy(latents)), dim=1).numpy()
+            logits = model.classifier(torch.from_numpy(self.latents(model)))
+            return torch.softmax(logits, dim=1).numpy()
 
     def __call__(self, model_or_dir) -> dict:
         from maggotuba.models.tagger import load_tagger

@@ -75,7 +75,7 @@ def _small_fast(**changes):
 def test_fast_finetune_cli_end_to_end_then_predict(data, tmp_path):
     models = tmp_path / "models"
     result = cli("finetune", data["root"] / "full", "-m", "default", "-O", "fast", "--models-dir", models,
-                 "--budget", "20")
+                 "--budget", "5")
     assert result.returncode == 0, result.stderr
     config = json.loads((models / "fast" / "clf_config.json").read_text())
     assert config["finetune"]["mode"] == "fast" and config["labels"] == DEFAULT_LABELS

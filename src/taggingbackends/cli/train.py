@@ -259,9 +259,9 @@ def finetune(
         None, "--iterations", help="N1,N2: today's two-phase training with exactly these iterations "
                                    "(frozen encoder, then fine-tuning); implies --full."),
     fast: Optional[bool] = typer.Option(
-        None, "--fast/--full", help="fast (default): classifier on cached encoder outputs, then a short "
-                                    "early-stopped joint phase (about a minute on 2 cores); full: today's "
-                                    "1000,1000-iteration training (several minutes)."),
+        None, "--fast/--full", help="fast (default): the classifier retrained on cached encoder outputs, "
+                                    "early-stopped on held-out larvae (seconds to a minute on 2 cores); "
+                                    "full: today's 1000,1000-iteration training (several minutes)."),
     budget: Optional[float] = typer.Option(None, "--budget", min=1.0,
                                            help="--fast: at most this many seconds of training (default 100)."),
     train_on: str = typer.Option("auto", "--train-on",
