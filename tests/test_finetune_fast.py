@@ -74,8 +74,7 @@ def _small_fast(**changes):
 
 def test_fast_finetune_cli_end_to_end_then_predict(data, tmp_path):
     models = tmp_path / "models"
-    result = cli("finetune", data["root"] / "full", "-m", "default", "-O", "fast", "--models-dir", models,
-                 "--budget", "5")
+    result = cli("finetune", data["root"] / "full", "-m", "default", "-O", "fast", "--models-dir", models)
     assert result.returncode == 0, result.stderr
     config = json.loads((models / "fast" / "clf_config.json").read_text())
     assert config["finetune"]["mode"] == "fast" and config["labels"] == DEFAULT_LABELS
@@ -100,8 +99,6 @@ def test_explicit_iterations_run_todays_training_exactly(data, tmp_path):
     conflict = cli("finetune", data["root"] / "full", "-O", "x", "--fast", "--iterations", "3,2",
                    "--models-dir", models)
     assert conflict.returncode == 2 and "--iterations" in conflict.stderr
-    budget = cli("finetune", data["root"] / "full", "-O", "y", "--full", "--budget", "5", "--models-dir", models)
-    assert budget.returncode == 2 and "--budget" in budget.stderr
     bad = cli("finetune", data["root"] / "full", "-O", "z", "--train-on", "some", "--models-dir", models)
     assert bad.returncode == 2 and "--train-on" in bad.stderr
 

@@ -260,10 +260,8 @@ def finetune(
                                    "(frozen encoder, then fine-tuning); implies --full."),
     fast: Optional[bool] = typer.Option(
         None, "--fast/--full", help="fast (default): the classifier retrained on cached encoder outputs, "
-                                    "early-stopped on held-out larvae (seconds to a minute on 2 cores); "
+                                    "best on held-out larvae (seconds on 2 cores); "
                                     "full: today's 1000,1000-iteration training (several minutes)."),
-    budget: Optional[float] = typer.Option(None, "--budget", min=1.0,
-                                           help="--fast: at most this many seconds of training (default 100)."),
     train_on: str = typer.Option("auto", "--train-on",
                                  help="auto (default): only the steps carrying the --include-all label "
                                       "(edited) when any has it, else all; edited; or all (upstream)."),
@@ -284,15 +282,13 @@ def finetune(
         raise typer.BadParameter("--iterations sets today's full training; drop --fast (or --iterations)",
                                  param_hint="--iterations")
     use_fast = fast if fast is not None else iterations is None
-    if budget is not None and not use_fast:
-        raise typer.BadParameter("--budget applies to --fast fine-tuning only", param_hint="--budget")
     if train_on not in ("auto", "edited", "all"):
         raise typer.BadParameter("auto, edited or all", param_hint="--train-on")
     options = _train_options(labels=labels, balancing=balancing, class_weights=class_weights,
                              sample_size=sample_size, include_all=include_all,
                              iterations=iterations or "1000,1000", layers=1, seed=seed, window_length=None,
                              frame_interval=None, device=device, write_dataset=None, train_on=train_on,
-                             fast=use_fast, budget_seconds=budget)
+                             fast=use_fast)
     _train_common(_Training(data=list(data or []), name=name, start_from=start_from, backend=backend,
                             models_dir=models_dir, sandbox=sandbox, make_dataset=True,
                             build_features=build_features, trxmat_only=trxmat_only, options=options))
