@@ -134,6 +134,7 @@ class TrainOptions:
     class_weights: Sequence[float] | None = None
     sample_size: int | None = None
     include_all: str | None = "edited"
+    train_on: str = "all"                  # all, edited or auto (see maggotuba.dataset.build_dataset)
     iterations: tuple[int, int] = (1000, 1000)
     layers: int = 1
     seed: int = 0
@@ -149,6 +150,24 @@ class TrainOptions:
     bag_members: int = 25                  # bagging: members per window length
     cross_validate: int = 0                # K-fold cross-validation first (0: none)
     cv_group_by: str = "larva"             # folds of whole larvae, or of whole files
+    fast: "bool | FastSettings" = False    # finetune only: maggotuba.finetune's fast path
+    budget_seconds: float | None = None    # fast path: cap on training time (None: its default)
+
+    def fast_settings(self):
+        """The :class:`maggotuba.finetune.FastSettings` to use, or None (today's training)."""
+        if not self.fast:
+            return None
+        from .finetune import FastSettings
+
+        settings = self.fast if isinstance(self.fast, FastSettings) else FastSettings()
+        if self.budget_seconds is not None:
+            settings = replace(settings, budget_seconds=float(self.budget_seconds))
+        return settings
+
+    def stage_totals(self) -> tuple[int, int]:
+        """Iterations of the two training stages (for progress bars)."""
+        settings = self.fast_settings()
+        return tuple(self.iterations) if settings is None else settings.iterations
 
 
 def discover_labels(sources: Sequence[Path]) -> list[str]:
@@ -188,6 +207,9 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     from .model_card import training_summary, validation_scores
     from .models.tagger import TaggerConfig, load_tagger, predict_classes, save_tagger, train_tagger
 
+    fast = options.fast_settings()
+    if fast is not None and start_from is None:
+        raise TaggingError("fast training applies to fine-tuning an existing tagger only")
     if options.classifier not in CLASSIFIERS:
         raise TaggingError(f"unknown classifier {options.classifier!r} ({', '.join(CLASSIFIERS)})")
     if options.cross_validate and options.classifier == "bagging":
@@ -228,13 +250,14 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
         dataset = build_dataset(list(sources), labels, replace(spec, len_pred=0),
                                 balancing=options.balancing, sample_size=options.sample_size,
                                 include_all=options.include_all, class_weights=options.class_weights,
-                                seed=options.seed, reader=reader)
+                                train_on=options.train_on, seed=options.seed, reader=reader)
     if options.write_dataset is not None:
         write_hdf5(dataset, options.write_dataset)
     train, validation = split(dataset, options.validation_fraction, seed=options.seed)
     if validation.n_samples == 0:
         raise TaggingError("too few larvae to hold some out for validation")
-    config = TaggerConfig(labels=labels, layers=layers, iterations=tuple(options.iterations),
+    iterations = fast.iterations if fast is not None else tuple(options.iterations)
+    config = TaggerConfig(labels=labels, layers=layers, iterations=iterations,
                           seed=options.seed, balancing=options.balancing,
                           class_weights=[float(w) for w in dataset.class_weights])
     from .model_card import class_frequencies
@@ -268,11 +291,21 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
             predict=lambda model, windows: predict_classes(model, windows, options.device), progress=progress)
         output_dir.mkdir(parents=True, exist_ok=True)
         save_metrics(cross_validation, output_dir)
-    model, log = fit(train, validation, progress)
+    if fast is None:
+        model, log = fit(train, validation, progress)
     if options.classifier == "randomforest":
         from .models.randomforest import save_random_forest
 
         save_random_forest(model, config, model_config, spec, output_dir, log, extra=extra)
+    elif fast is not None:
+        from .finetune import fast_train_tagger
+
+        model, log = fast_train_tagger(_training_data(train), _training_data(validation), encoder_state,
+                                       classifier_state, model_config, config, dataset.class_weights,
+                                       settings=fast, device=options.device, progress=progress)
+        extra["finetune"] = {"mode": "fast", "settings": log["settings"], "best": log["best"],
+                             "seconds": round(log["seconds"], 2)}
+        save_tagger(model.cpu(), config, model_config, spec, output_dir, log, extra=extra)
     else:
         save_tagger(model.cpu(), config, model_config, spec, output_dir, log, extra=extra)
     validation_metrics = validation_scores(validation.labels, predict_classes(model, validation.windows,

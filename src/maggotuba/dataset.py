@@ -41,7 +41,10 @@ How the training steps are chosen (:func:`build_dataset`)
    each class capped at ``round(ratio × smallest class count)``, drawn per file,
    with the ``priority`` label first; ``none``: every anchor, unit weights).
    Steps carrying the ``include_all`` label (default ``edited``: manual
-   corrections) that are anchors are always kept. ``sample_size`` caps the
+   corrections) that are anchors are always kept; with ``train_on="edited"`` (or
+   ``"auto"`` when some step carries it) they are the *only* candidates, so that a
+   prediction corrected here and there trains on the corrections alone, not on the
+   model's own uncorrected guesses. ``sample_size`` caps the
    total (a uniform subset that keeps the included steps); ``class_weights``
    overrides the weights.
 5. **Windows.** Built per file with :func:`~maggotuba.features.windows_for_rows`,
@@ -337,6 +340,7 @@ def build_dataset(
     balancing: str = "auto",
     sample_size: int | None = None,
     include_all: str | Sequence[str] | None = "edited",
+    train_on: str = "all",
     priority: str | Sequence[str] | None = None,
     ratio: float = tbd.DEFAULT_MAJORITY_MINORITY_RATIO,
     class_weights: Sequence[float] | None = None,
@@ -357,6 +361,10 @@ def build_dataset(
         balancing: ``auto``, ``maggotuba`` or ``none`` (SPEC §5.4).
         sample_size: cap on the number of samples.
         include_all: label(s) of steps always kept (default ``edited``); ``None``: none.
+        train_on: ``all`` (every labelled step, upstream's behaviour), ``edited`` (only
+            the steps carrying ``include_all``: the corrections of a partly corrected
+            prediction, whose other steps are the model's own guesses) or ``auto``
+            (``edited`` when any step of any source carries ``include_all``, else ``all``).
         priority: label(s) drawn first within a capped class (``maggotuba``).
         ratio: majority/minority ratio of ``maggotuba``.
         class_weights: explicit loss weights, one per label.
@@ -424,6 +432,8 @@ def build_dataset(
         group_base += run.n_tracks
         del run, prepared
 
+    restricted = _restrict_to_included(infos, include_masks, train_on, include_all)
+
     # ---- balancing over all files
     selection = tbd.balance([info.class_idx for info in infos], n_classes, strategy, seed,
                             ratio=ratio, sample_size=sample_size, priority=priority_masks,
@@ -480,6 +490,8 @@ def build_dataset(
         "sample_size": None if sample_size is None else int(sample_size),
         "include_all": include_all if include_all is None or isinstance(include_all, str)
         else list(include_all),
+        "train_on": train_on,
+        "only_included_steps": restricted,
         "priority": priority if priority is None or isinstance(priority, str) else list(priority),
         "class_weights_given": class_weights is not None,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -491,6 +503,30 @@ def build_dataset(
         t=times, spec=spec, counts_before=selection.counts_before,
         counts_after=selection.counts_after, sources=[i.path for i in infos],
         source_sha1=[i.sha1 for i in infos], provenance=provenance)
+
+
+TRAIN_ON = ("all", "edited", "auto")
+
+
+def _restrict_to_included(infos: list[_FileInfo], include_masks: list[np.ndarray] | None,
+                          train_on: str, include_all) -> bool:
+    """Apply ``train_on`` (see :func:`build_dataset`): unmark the anchors that do not
+    carry the ``include_all`` label; True when that restriction applies."""
+    if train_on not in TRAIN_ON:
+        raise ValueError(f"train_on must be one of {', '.join(TRAIN_ON)}, not {train_on!r}")
+    if train_on == "all":
+        return False
+    if include_masks is None:
+        raise ValueError(f"train_on={train_on!r} needs an include_all label (such as 'edited')")
+    marked = [mask & (info.class_idx >= 0) for info, mask in zip(infos, include_masks)]
+    if train_on == "auto" and not any(m.any() for m in marked):
+        return False
+    if not any(m.any() for m in marked):
+        raise TaggingError(f"no labelled step carries {include_all!r} (with a full window): "
+                           "nothing to train on (or train on all steps)")
+    for info, mask in zip(infos, marked):
+        info.class_idx[~mask] = -1
+    return True
 
 
 def _prepared_nbytes(prepared: PreparedRun | None) -> int:

@@ -86,7 +86,9 @@ def _train_common(request: _Training) -> None:
         if request.backend is None and explorer.script(step) is not None:
             if output_dir.exists() and any(output_dir.iterdir()):
                 raise OutputExistsError(f"{output_dir}: model instance already exists; choose another name")
-            script_options = {k: v for k, v in options.items() if k != "write_dataset"}
+            # our own additions stay out of a project script's arguments (upstream scripts refuse them)
+            script_options = {k: v for k, v in options.items()
+                              if k not in ("write_dataset", "train_on", "fast", "budget_seconds")}
             if request.start_from:
                 script_options["original_model_instance"] = request.start_from
             run_project_scripts(explorer, step, make_dataset=request.make_dataset,
@@ -137,7 +139,8 @@ def _train_with_backend(request: _Training, sources: List[Path], output_dir: Pat
                            "--pixelsize)")
     if not accepts_progress(module.train_instance):
         return module.train_instance(sources, output_dir, options, pretrained=encoder, start_from=base, **extra)
-    frozen, tuned = request.options["iterations"]
+    totals = getattr(options, "stage_totals", None)
+    frozen, tuned = totals() if totals is not None else request.options["iterations"]
     with stage_progress({"frozen encoder": frozen, "fine-tuning": tuned}) as report:
         return module.train_instance(sources, output_dir, options, pretrained=encoder, start_from=base,
                                      progress=report, **extra)
@@ -281,7 +284,17 @@ def finetune(
     labels: Optional[str] = _TRAIN_OPTIONS["labels"], balancing: str = _TRAIN_OPTIONS["balancing"],
     class_weights: Optional[str] = _TRAIN_OPTIONS["class_weights"],
     sample_size: Optional[int] = _TRAIN_OPTIONS["sample_size"], include_all: str = _TRAIN_OPTIONS["include_all"],
-    iterations: str = _TRAIN_OPTIONS["iterations"], seed: int = _TRAIN_OPTIONS["seed"],
+    iterations: Optional[str] = typer.Option(
+        None, "--iterations", help="N1,N2: today's two-phase training with exactly these iterations "
+                                   "(frozen encoder, then fine-tuning); implies --full."),
+    fast: Optional[bool] = typer.Option(
+        None, "--fast/--full", help="fast (default): the classifier retrained on cached encoder outputs, "
+                                    "best on held-out larvae (seconds on 2 cores); "
+                                    "full: today's 1000,1000-iteration training (several minutes)."),
+    train_on: str = typer.Option("auto", "--train-on",
+                                 help="auto (default): only the steps carrying the --include-all label "
+                                      "(edited) when any has it, else all; edited; or all (upstream)."),
+    seed: int = _TRAIN_OPTIONS["seed"],
     device: str = _TRAIN_OPTIONS["device"], backend: Optional[str] = _TRAIN_OPTIONS["backend"],
     models_dir: Path = _TRAIN_OPTIONS["models_dir"], sandbox: Optional[str] = _TRAIN_OPTIONS["sandbox"],
     build_features: bool = _TRAIN_OPTIONS["build_features"], trxmat_only: bool = _TRAIN_OPTIONS["trxmat_only"],
@@ -291,14 +304,23 @@ def finetune(
 ) -> None:
     """Further train an existing tagger on new labelled data; saves a NEW model instance.
 
+    By default fast (--fast), and on the edited steps only when some are (--train-on auto).
     Examples: tagging-backend finetune demo --model-instance default --output-instance default-mylab,
     or, in a backend project with the data in data/raw/mylab (upstream form):
     tagging-backend finetune --original-model-instance default --model-instance mylab
     """
     start_from, name = _finetune_names(model_instance, output_instance, original)
+    if fast and iterations is not None:
+        raise typer.BadParameter("--iterations sets today's full training; drop --fast (or --iterations)",
+                                 param_hint="--iterations")
+    use_fast = fast if fast is not None else iterations is None
+    if train_on not in ("auto", "edited", "all"):
+        raise typer.BadParameter("auto, edited or all", param_hint="--train-on")
     options = _train_options(labels=labels, balancing=balancing, class_weights=class_weights,
-                             sample_size=sample_size, include_all=include_all, iterations=iterations, layers=1,
-                             seed=seed, window_length=None, frame_interval=None, device=device, write_dataset=None)
+                             sample_size=sample_size, include_all=include_all,
+                             iterations=iterations or "1000,1000", layers=1, seed=seed, window_length=None,
+                             frame_interval=None, device=device, write_dataset=None, train_on=train_on,
+                             fast=use_fast)
     _train_common(_Training(data=list(data or []), name=name, start_from=start_from, backend=backend,
                             models_dir=models_dir, sandbox=sandbox, make_dataset=True,
                             build_features=build_features, trxmat_only=trxmat_only, options=options,
