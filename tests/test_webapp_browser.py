@@ -157,7 +157,7 @@ def test_review_relabel_save_reload(served, browser, tmp_path):
     assert state("selected") == segment["larva"]
     assert state("selection") == [segment["first"], segment["last"]]
     assert state("loop")[0] <= segment["start"] and state("loop")[1] >= segment["end"]
-    assert state("playing")
+    wait_for(lambda: state("playing"), what="the segment playing in a loop")
     times = browser.execute_script("return window.app.state.detail.t")
     middle = times[(segment["first"] + segment["last"]) // 2]
     old = names.index(segment["label"])

@@ -214,7 +214,10 @@ function tick(now) {
   if (!state.playing) return;
   const elapsed = (now - state.last) / 1000; state.last = now;
   let t = state.t + elapsed * state.speed;
-  if (state.loop && (t > state.loop[1] || t < state.loop[0])) t = state.loop[0];
+  if (state.loop) {   // a segment loops, also one that ends with the recording
+    const loopEnd = Math.min(state.loop[1], state.session.t1);
+    if (t >= loopEnd || t < state.loop[0]) t = state.loop[0];
+  }
   if (t >= state.session.t1) { t = state.session.t1; setPlaying(false); }
   state.t = t;
   timeline.follow(t);
