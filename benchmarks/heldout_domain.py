@@ -34,17 +34,11 @@ from taggingbackends.data.labels import Labels, primary
 from taggingbackends.simulate import BEHAVIOURS
 from taggingbackends.simulate.domain import HELDOUT_FRAME_RATES, simulate_domain
 
+from domain_gap import _default_data  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 #: Free exploration on agar without stimulus (share of time): the targets of issue 12.
 BIOLOGICAL_RANGES = {"run": (0.60, 0.90), "cast": (0.05, 0.25), "back": (0.0, 0.03),
                      "hunch": (0.0, 0.01), "roll": (0.0, 0.005)}
-
-
-def _default_data() -> Path:
-    root = Path(__file__).resolve().parents[1]
-    for base in (root.parent, root.parent.parent):
-        if (base / "shared" / "data" / "schleyer").is_dir():
-            return base / "shared" / "data" / "schleyer"
-    return root.parent / "shared" / "data" / "schleyer"
 
 
 def behaviour_name(entry) -> str | None:

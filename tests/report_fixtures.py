@@ -8,10 +8,19 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from taggingbackends.cli import write_simulation
+from taggingbackends.cli import main, write_simulation
 from taggingbackends.data.labels import Labels, TrackLabels
 from taggingbackends.data.predicted import sidecar_path
 from taggingbackends.simulate import SimulationConfig, simulate
+
+def cli(*args) -> int:
+    """Run the command line in-process; its exit status."""
+    try:
+        main([str(a) for a in args])
+    except SystemExit as done:
+        return int(done.code or 0)
+    return 0
+
 
 TAGGER_LABELS = ["back_large", "cast_large", "hunch_large", "roll_large", "run_large", "stop_large",
                  "small_motion"]

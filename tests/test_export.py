@@ -13,7 +13,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from taggingbackends.cli import main, write_simulation
+from report_fixtures import cli
+from taggingbackends.cli import write_simulation
 from taggingbackends.data.bouts import label_bouts
 from taggingbackends.data.labels import Labels, TrackLabels
 from taggingbackends.data.predicted import read_label_inputs, sidecar_path
@@ -23,15 +24,6 @@ from taggingbackends.formats.trxmat import write_trxmat
 from taggingbackends.simulate import SimulationConfig, simulate
 
 PREDICTED_NAMES = ["back_large", "cast_large", "run_large", "stop_large", "small_motion"]
-
-
-def cli(*args) -> int:
-    """Run the command line in-process; its exit status."""
-    try:
-        main([str(a) for a in args])
-    except SystemExit as done:
-        return int(done.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

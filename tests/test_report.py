@@ -15,8 +15,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from report_fixtures import TAGGER_LABELS, predicted_run, realistic_evaluation
-from taggingbackends.cli import main
+from report_fixtures import TAGGER_LABELS, cli, predicted_run, realistic_evaluation
 from taggingbackends.data.bouts import label_bouts
 from taggingbackends.data.labels import Labels, TrackLabels
 from taggingbackends.data.predicted import LabelInput
@@ -68,14 +67,6 @@ class Page(HTMLParser):
             self._cell["text"] += data
         if self._in_title:
             self.title += data
-
-
-def cli(*args) -> int:
-    try:
-        main([str(a) for a in args])
-    except SystemExit as done:
-        return int(done.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

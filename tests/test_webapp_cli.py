@@ -80,3 +80,18 @@ def test_retrain_cli(predicted, tmp_path):
     assert labels.metadata["provenance"]["model"]["instance"] == "retrained"
     again = cli("retrain", predicted, "--iterations", "1,1", "--output-instance", model)
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_retrain_defaults_to_the_fast_finetune(predicted, tmp_path):
+    """Without --iterations, retrain (and the page's button) uses the backend's fast fine-tune."""
+    import json
+
+    session = Session.open(predicted / "predicted.label")
+    for larva in sorted(session.labels.tracks)[:2]:
+        session.edit(larva, 5, 30, "roll_large")
+    session.save()
+    model = tmp_path / "fast"
+    result = cli("retrain", predicted, "--output-instance", model)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((model / "clf_config.json").read_text())
+    assert config["finetune"]["mode"] == "fast"

@@ -14,8 +14,9 @@ from .options import Framerate, Pixelsize, reader_options, stage_progress
 from .train import _parse_iterations
 
 
-def _iterations(text: str) -> tuple:
-    return tuple(_parse_iterations(text))
+def _iterations(text: Optional[str]) -> Optional[tuple]:
+    """N1,N2 as given; None (not given): the backend's fast fine-tune."""
+    return tuple(_parse_iterations(text)) if text else None
 
 
 @app.command()
@@ -29,8 +30,9 @@ def view(
     model_instance: Optional[str] = typer.Option(None, "--model-instance", "-m",
                                                  help="Tagger to fine-tune on Retrain (default: the one "
                                                       "that made the prediction, else the shipped default)."),
-    iterations: str = typer.Option("100,100", "--retrain-iterations",
-                                   help="N1,N2 fine-tuning iterations for Retrain (frozen encoder, then all)."),
+    iterations: Optional[str] = typer.Option(None, "--retrain-iterations",
+                                             help="N1,N2 fine-tuning iterations for Retrain (frozen encoder, then "
+                                                  "all); default: the fast fine-tune."),
     scope: str = typer.Option("edited", "--retrain-scope",
                               help="edited: learn from corrected steps only; all: from every step of the "
                                    "edited files."),
@@ -79,7 +81,9 @@ def retrain(
     output_instance: Optional[Path] = typer.Option(None, "--output-instance", "-O",
                                                    help="New model directory (default: "
                                                         "DATA_DIR/models/<model>-edits-N)."),
-    iterations: str = typer.Option("100,100", "--iterations", help="N1,N2: frozen-encoder then fine-tuning."),
+    iterations: Optional[str] = typer.Option(None, "--iterations",
+                                             help="N1,N2: frozen-encoder then fine-tuning (default: the fast "
+                                                  "fine-tune)."),
     scope: str = typer.Option("edited", "--scope", help="edited (corrected steps only) or all."),
     predict: Optional[Path] = typer.Option(None, "--predict", help="Then tag this tracking file with the new "
                                                                    "model (writes <stem>.retrained.label beside it)."),
@@ -88,16 +92,17 @@ def retrain(
 ) -> None:
     """Fine-tune a tagger on every saved correction (steps marked edited) under a folder.
 
-    Example: tagging-backend retrain demo --iterations 100,100 --predict demo/trx.mat
+    Example: tagging-backend retrain demo --predict demo/trx.mat
     """
     from ..webapp.retrain import finetune_on_edits, repredict
 
     if not directory.is_dir():
         raise TaggingError(f"{directory}: no such directory")
-    frozen, tuned = _iterations(iterations)
+    given = _iterations(iterations)
+    frozen, tuned = given or (None, None)
     with stage_progress({"frozen encoder": frozen, "fine-tuning": tuned}) as report:
         result = finetune_on_edits(directory, model_instance=model_instance, output_dir=output_instance,
-                                   iterations=(frozen, tuned), scope=scope, seed=seed, backend=backend,
+                                   iterations=given, scope=scope, seed=seed, backend=backend,
                                    progress=report)
     say(f"wrote {result['output']} (from {Path(result['base']).name}; {result['edited_steps']} edited steps "
         f"of {result['edited_larvae']} larvae in {len(result['files'])} file(s); best validation macro-F1 "

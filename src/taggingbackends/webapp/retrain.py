@@ -6,8 +6,9 @@ The training data are the saved label files under the folder that carry ``edited
 (default) only the corrected steps are training examples: the tagger learns from what a
 person checked, not from its own unchecked predictions; ``scope="all"`` also keeps every other
 labelled step of those files. Fine-tuning goes through the backend plug-in's
-``train_instance(..., start_from=...)``, as ``tagging-backend finetune`` does, with few
-iterations by default (``DEFAULT_ITERATIONS``) so that the loop stays interactive.
+``train_instance(..., start_from=...)``, as ``tagging-backend finetune`` does: by default the
+backend's fast fine-tune (MaggotUBA: the classifier retrained on cached encoder outputs, seconds
+on a laptop) so that the loop stays interactive; explicit iterations run exactly that training.
 
 The new model instance goes to ``<folder>/models/<base>-edits-<n>`` and the new predictions
 to ``<stem>.retrained.label`` (+ ``.probabilities.h5``) beside the open labels.
@@ -26,7 +27,8 @@ from typing import Callable, Sequence
 from ..data.labels import Labels, TrackLabels, is_edited
 from ..errors import TaggingError, one_line
 
-DEFAULT_ITERATIONS = (100, 100)
+DEFAULT_ITERATIONS = None  # the backend's fast fine-tune; (N1, N2): exactly that training
+FALLBACK_ITERATIONS = (100, 100)  # for backends without a fast fine-tune
 SCOPES = ("edited", "all")
 RETRAINED_SUFFIX = ".retrained.label"
 
@@ -97,7 +99,8 @@ def next_instance_dir(models_dir: Path, base_name: str) -> Path:
 
 
 def finetune_on_edits(directory: Path, *, model_instance: str | None = None, output_dir: Path | None = None,
-                      iterations: tuple[int, int] = DEFAULT_ITERATIONS, scope: str = "edited", seed: int = 0,
+                      iterations: tuple[int, int] | None = DEFAULT_ITERATIONS, scope: str = "edited",
+                      seed: int = 0,
                       backend: str | None = None,
                       progress: Callable[[str, int, float], None] | None = None) -> dict:
     """Fine-tune ``model_instance`` (default: the shipped default) on the saved edits under
@@ -113,7 +116,7 @@ def finetune_on_edits(directory: Path, *, model_instance: str | None = None, out
     module = get_backend(backend)
     base = module.resolve_model(model_instance)
     output_dir = output_dir or next_instance_dir(directory / "models", base.name)
-    options = module.TrainOptions(iterations=tuple(iterations), seed=seed, include_all="edited")
+    options = module.TrainOptions(seed=seed, include_all="edited", **_training_length(module, iterations))
     with tempfile.TemporaryDirectory(prefix="tagging-retrain-") as tmp, \
             new_model_instance(output_dir) as work:
         sources = write_training_files(files, Path(tmp), scope)
@@ -123,6 +126,17 @@ def finetune_on_edits(directory: Path, *, model_instance: str | None = None, out
         result = module.train_instance(sources, work, options, **arguments)
     return {**result, "output": output_dir, "base": str(base), "files": [str(f.path) for f in files],
             "edited_steps": sum(f.steps for f in files), "edited_larvae": sum(f.larvae for f in files)}
+
+
+def _training_length(module, iterations: tuple[int, int] | None) -> dict:
+    """TrainOptions fields for ``iterations``: None is the backend's fast fine-tune where it has
+    one (``fast`` and ``train_on`` options), else a short full one."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(module.TrainOptions)}
+    if iterations is None and {"fast", "train_on"} <= names:
+        return {"fast": True, "train_on": "auto"}
+    return {"iterations": tuple(iterations or FALLBACK_ITERATIONS)}
 
 
 def repredict(model_dir: Path, tracking_path: Path, output: Path, backend: str | None = None):
@@ -167,12 +181,12 @@ class Retrainer:
     """Runs one retrain at a time in a background thread; the page polls :meth:`status`."""
 
     def __init__(self, session, *, model_instance: str | None = None, backend: str | None = None,
-                 iterations: tuple[int, int] = DEFAULT_ITERATIONS, scope: str = "edited"):
+                 iterations: tuple[int, int] | None = DEFAULT_ITERATIONS, scope: str = "edited"):
         self.session = session
         # the tagger every retrain starts from: the one asked for, else the prediction's
         self.model_instance = model_instance or session.model
         self.backend = backend
-        self.iterations = tuple(iterations)
+        self.iterations = tuple(iterations) if iterations is not None else None
         self.scope = scope
         self._status = RetrainStatus()
         self._lock = threading.Lock()
@@ -183,13 +197,16 @@ class Retrainer:
             status = self._status.as_dict()
             if self._status.state == "running" and self._status.started is not None:
                 status["elapsed"] = round(time.monotonic() - self._status.started, 1)
-            return {**status, "iterations": list(self.iterations), "scope": self.scope}
+            return {**status, "iterations": list(self.iterations) if self.iterations else None,
+                    "scope": self.scope}
 
     def start(self, iterations: tuple[int, int] | None = None, scope: str | None = None) -> dict:
         with self._lock:
             if self._status.state == "running":
                 raise TaggingError("a retrain is already running")
-            if iterations is not None:
+            if iterations is None:
+                self.iterations = None   # the fast fine-tune
+            else:
                 if len(iterations) != 2 or min(iterations) < 0 or max(iterations) > 100_000:
                     raise TaggingError("iterations: two numbers N1,N2 between 0 and 100000")
                 self.iterations = tuple(int(i) for i in iterations)
@@ -208,9 +225,12 @@ class Retrainer:
 
     def _progress(self, stage: str, done: int, loss: float) -> None:
         with self._lock:
-            frozen, tuned = self.iterations
             self._status.stage, self._status.done, self._status.loss = stage, int(done), float(loss)
-            self._status.total = frozen if "frozen" in stage else tuned
+            if self.iterations is None:   # fast fine-tune: its stages say their own length
+                self._status.total = 0
+            else:
+                frozen, tuned = self.iterations
+                self._status.total = frozen if "frozen" in stage else tuned
 
     def _set(self, **values) -> None:
         with self._lock:

@@ -49,7 +49,8 @@ async function load() {
   arena.resize(); arena.fit(session.bounds);
   await Promise.all([loadEthogram(), loadQueue(), chunkAt(state.t)]);
   const retrain = await api.retrainStatus();
-  $("it-frozen").value = retrain.iterations[0]; $("it-tuned").value = retrain.iterations[1];
+  const [frozen, tuned] = retrain.iterations || ["", ""];   // empty: the fast fine-tune
+  $("it-frozen").value = frozen; $("it-tuned").value = tuned;
   $("scope").value = retrain.scope;
   showRetrain(retrain);
   if (retrain.state === "running") pollRetrain();
@@ -343,7 +344,8 @@ async function retrain() {
     if (!window.confirm("Retraining uses saved edits. Save your edits now and retrain?")) return;
     if (!await save()) return;
   }
-  const iterations = [parseInt($("it-frozen").value, 10), parseInt($("it-tuned").value, 10)];
+  const given = [parseInt($("it-frozen").value, 10), parseInt($("it-tuned").value, 10)];
+  const iterations = given.some(Number.isNaN) ? null : given;   // null: the fast fine-tune
   try {
     showRetrain(await api.retrain(iterations, $("scope").value));
     pollRetrain();
