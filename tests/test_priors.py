@@ -62,6 +62,19 @@ def test_resolve_choices_and_files(tmp_path):
     assert not resolve_priors("none", model).active
 
 
+def test_classes_absent_from_a_finetune_keep_finite_weights():
+    """A tagger fine-tuned on a few corrections stores a zero training prior for the classes
+    it never saw: Bayes' rule must not divide by it (it gave NaN probabilities and wrong
+    labels after a retrain in the web app)."""
+    model = fake_model(labels=("a", "b", "c"), priors=[0.5, 0.5, 0.0])
+    shift = resolve_priors("uniform", model)
+    assert np.all(np.isfinite(shift.training)) and shift.training.min() > 0
+    assert "no training examples of c" in shift.record()["note"]
+    out = shift.apply(np.array([[0.2, 0.2, 0.6], [0.7, 0.2, 0.1]], dtype=np.float32))
+    assert np.all(np.isfinite(out)) and np.allclose(out.sum(axis=1), 1)
+    assert out[0].argmax() == 2 and out[1].argmax() == 0
+
+
 def test_models_that_cannot_shift_refuse_explicitly_and_fall_back_by_default():
     bare = fake_model()
     with pytest.raises(TaggingError, match="stores no training class priors"):

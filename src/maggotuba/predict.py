@@ -172,14 +172,30 @@ def resolve_priors(choice: str | None, saved) -> PriorShift:
         if not stored or list(stored) != list(labels):
             raise TaggingError(f"--priors {choice}: {saved.directory} stores no training class priors "
                                "(train it again with this version, or use --priors none)")
-        training = np.array([float(stored[n]) for n in labels])
+        training, note = _usable_training_priors(np.array([float(stored[n]) for n in labels]), labels)
         target = _target_priors(choice, labels)
         target = target / target.sum()
     except TaggingError as err:
         if explicit:
             raise
         return PriorShift("none", labels, note=f"default {choice} priors not applicable: {err}")
-    return PriorShift(choice, labels, target=target, training=training)
+    return PriorShift(choice, labels, target=target, training=training, note=note)
+
+
+def _usable_training_priors(training: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray, str]:
+    """Training priors with no zero in them, and a note when some had to be filled in.
+
+    A tagger fine-tuned on a few corrections has seen only some classes: their effective
+    training prior is 0 and Bayes' rule would divide by it (infinite weights, NaN labels).
+    A class absent from the fine-tuning data keeps what its classifier output learnt
+    before, the base tagger's balanced prior (uniform, 1/K), so it gets that prior here."""
+    usable = np.where(np.isfinite(training) & (training > 0), training, 0.0)
+    missing = [name for name, value in zip(labels, usable) if value <= 0]
+    if not missing:
+        return usable / usable.sum(), ""
+    usable[usable <= 0] = 1.0 / len(labels)
+    return usable / usable.sum(), ("no training examples of " + ", ".join(missing)
+                                   + ": their training prior taken as uniform (1/K)")
 
 
 
