@@ -218,11 +218,9 @@ def test_training_labels_keep_only_edits(data):
 def test_retrain_end_to_end(data):
     """Predict with the shipped tagger, correct two larvae, save, retrain (1+1 iterations), and
     get the new predictions with the corrections kept and the changes listed."""
-    from taggingbackends.cli import main
+    from tagging_helpers import predict_in_process
 
-    with pytest.raises(SystemExit) as exit_info:
-        main(["-q", "predict", str(data / "trx.mat"), "--overwrite"])
-    assert exit_info.value.code in (0, None)
+    predict_in_process(data / "trx.mat", "--overwrite")
     session = Session.open(data / "predicted.label")
     assert session.probabilities is not None and session.model == "default"
     app = create_app(session, TOKEN, Retrainer(session, iterations=(5, 5)), port=8765)

@@ -27,16 +27,11 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """simulate + predict (tiny), then the server in a background thread."""
-    from taggingbackends.cli import main, write_simulation
-    from taggingbackends.simulate import SimulationConfig, simulate
+    from tagging_helpers import simulate_and_predict
     from taggingbackends.webapp.server import Server
     from taggingbackends.webapp.session import Session
 
-    data = tmp_path_factory.mktemp("browser")
-    write_simulation(simulate(SimulationConfig(n_larvae=3, duration=10.0, seed=5)), data, "trxmat")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["-q", "predict", str(data / "trx.mat")])
-    assert exit_info.value.code in (0, None)
+    data = simulate_and_predict(tmp_path_factory.mktemp("browser"), larvae=3, duration=10.0, seed=5)
     server = Server(Session.open(data / "predicted.label")).start()
     yield data, server
     server.stop()

@@ -10,9 +10,8 @@ import time
 import httpx
 import pytest
 
-from taggingbackends.cli import main, write_simulation
+from tagging_helpers import simulate_and_predict
 from taggingbackends.data.labels import Labels
-from taggingbackends.simulate import SimulationConfig, simulate
 from taggingbackends.webapp.session import Session
 
 
@@ -23,12 +22,7 @@ def cli(*args, **kwargs):
 
 @pytest.fixture(scope="module")
 def predicted(tmp_path_factory):
-    data = tmp_path_factory.mktemp("cli")
-    write_simulation(simulate(SimulationConfig(n_larvae=3, duration=8.0, seed=7)), data, "trxmat")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["-q", "predict", str(data / "trx.mat")])
-    assert exit_info.value.code in (0, None)
-    return data
+    return simulate_and_predict(tmp_path_factory.mktemp("cli"), larvae=3, duration=8.0, seed=7)
 
 
 def test_view_serves_on_localhost_with_a_token(predicted):
