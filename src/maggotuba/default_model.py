@@ -64,6 +64,16 @@ def synthetic_runs(seeds, frame_rates, n_larvae: int, duration: float, balanced:
     return out
 
 
+def domain_runs(domain: str, seeds, n_larvae: int, duration: float, balanced: bool):
+    """Recordings of a randomised simulator domain (``wide``, ``exploration``), with
+    their ground truth; each seed gives one recording per 8 larvae, its rig drawn."""
+    from taggingbackends.simulate.domain import simulate_domain
+
+    return [result for seed in seeds
+            for result in simulate_domain(domain, n_larvae=n_larvae, duration=duration,
+                                          seed=int(seed), balanced=balanced)]
+
+
 def label_classes(behaviour: np.ndarray) -> np.ndarray:
     """Simulator behaviour indices → indices into DEFAULT_LABELS."""
     mapping = np.array([DEFAULT_LABELS.index(SIMULATOR_TO_LABEL[b]) for b in BEHAVIOURS])
@@ -121,8 +131,11 @@ def evaluate(model_dir: Path, seeds, frame_rate: float, n_larvae: int, duration:
     return {name: scores(np.asarray(m), DEFAULT_LABELS) for name, m in matrices.items()}
 
 
-TRAINING_SOURCE = "synthetic larvae, seeds 300-305 (rare behaviours oversampled) and 400-401, 11 and 16 Hz"
-TRAINING_SEEDS = 8  # runs (seeds 300-305 and 400-401) of --larvae larvae each
+TRAINING_SOURCE = ("synthetic larvae: the randomised `wide` domain (seeds 300-305 rare behaviours "
+                   "oversampled, 400-401 natural rates; 5-30 fps, 5/11/12-point spines, mm and pixels, "
+                   "tracker artefacts), the calibrated `exploration` domain (seed 310, oversampled) and "
+                   "the default simulator (seeds 320-321, oversampled, 11 and 16 Hz)")
+TRAINING_SEEDS = 11  # simulated sets of --larvae larvae each (6 + 2 wide, 1 exploration, 2 default)
 
 
 def describe(model_dir: Path, n_larvae: int = 60) -> Path:
@@ -166,8 +179,8 @@ def main(argv=None) -> None:
     parser.add_argument("--real-data", type=Path, default=None,
                         help="directory of Schleyer-lab CSV tracks used for pretraining")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--pretrain-iterations", type=int, default=10_000)
-    parser.add_argument("--tagger-iterations", default="2000,8000")
+    parser.add_argument("--pretrain-iterations", type=int, default=8_000)
+    parser.add_argument("--tagger-iterations", default="2000,5000")
     parser.add_argument("--pretrain-windows", type=int, default=200_000)
     parser.add_argument("--larvae", type=int, default=60)
     parser.add_argument("--duration", type=float, default=120.0)
@@ -192,10 +205,13 @@ def main(argv=None) -> None:
     # ---- 1. pretraining
     spec = WindowSpec(len_traj=20, frame_interval=0.1, len_pred=20)
     model_config = MaggotUBAConfig(len_traj=20, len_pred=20, dim_latent=25)
-    runs = [r.run for r in synthetic_runs(range(100, 106), [11.0, 16.0, 30.0], args.larvae,
+    runs = [r.run for r in synthetic_runs(range(100, 102), [11.0, 16.0, 30.0], args.larvae,
                                           args.duration, balanced=False)]
-    runs += [r.run for r in synthetic_runs(range(200, 203), [11.0, 16.0, 30.0], args.larvae,
+    runs += [r.run for r in synthetic_runs(range(200, 202), [11.0, 16.0, 30.0], args.larvae,
                                            args.duration, balanced=True)]
+    runs += [r.run for r in domain_runs("wide", range(110, 114), args.larvae, args.duration, False)]
+    runs += [r.run for r in domain_runs("wide", range(210, 212), args.larvae, args.duration, True)]
+    runs += [r.run for r in domain_runs("exploration", range(120, 122), args.larvae, args.duration, False)]
     runs += read_real_runs(args.real_data)
     windows = sample_windows(runs, spec, args.pretrain_windows, seed=1)
     train, validation = split_by_larva(windows, 0.1, seed=1)
@@ -209,10 +225,11 @@ def main(argv=None) -> None:
     autoencoder, _, _ = load_pretrained(pretrained_dir)
     tagger_spec = WindowSpec(len_traj=20, frame_interval=0.1)
     encoder_config = MaggotUBAConfig(len_traj=20, len_pred=20, dim_latent=25)
-    train_results = (synthetic_runs(range(300, 306), [11.0, 16.0], args.larvae, args.duration, True)
-                     + synthetic_runs(range(400, 402), [11.0, 16.0], args.larvae, args.duration, False))
-    validation_results = synthetic_runs(range(500, 502), [11.0, 16.0], args.larvae // 2,
-                                        args.duration, True)
+    train_results = (domain_runs("wide", range(300, 306), args.larvae, args.duration, True)
+                     + domain_runs("wide", range(400, 402), args.larvae, args.duration, False)
+                     + domain_runs("exploration", [310], args.larvae, args.duration, True)
+                     + synthetic_runs(range(320, 322), [11.0, 16.0], args.larvae, args.duration, True))
+    validation_results = domain_runs("wide", range(500, 502), args.larvae // 2, args.duration, True)
     train_data = tagger_data(train_results, tagger_spec)
     validation_data = tagger_data(validation_results, tagger_spec, group_base=10**7)
     counts = np.bincount(train_data.labels, minlength=len(DEFAULT_LABELS)).astype(float)
