@@ -176,7 +176,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     settings = {} if args.anchor is None else {"anchor": args.anchor}
     from maggotuba.backend import resolve_model
-    from maggotuba.models.tagger import load_tagger
+    from maggotuba.instances import load_tagger
 
     started = time.perf_counter()
     work = args.work or temp_dir("active-learning-")

@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-today", action="store_true", help="only the fast fine-tune")
     args = parser.parse_args(argv)
     from maggotuba.backend import resolve_model
-    from maggotuba.models.tagger import load_tagger
+    from maggotuba.instances import load_tagger
 
     work = args.work or temp_dir("finetune-benchmark-")
     work.mkdir(parents=True, exist_ok=True)

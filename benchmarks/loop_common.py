@@ -144,7 +144,7 @@ class Evaluator:
             return torch.softmax(logits, dim=1).numpy()
 
     def __call__(self, model_or_dir) -> dict:
-        from maggotuba.models.tagger import load_tagger
+        from maggotuba.instances import load_tagger
 
         model = load_tagger(model_or_dir).model if isinstance(model_or_dir, (str, Path)) else model_or_dir
         return scores(self.truth, self.classes(model))

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from maggotuba.backend import SHIPPED
-from maggotuba.models.tagger import load_tagger
+from maggotuba.instances import load_tagger
 from maggotuba.predict import predict_run, to_labels
 from taggingbackends.formats import load, save
 from taggingbackends.simulate import SimulationConfig, simulate

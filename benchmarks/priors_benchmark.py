@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from maggotuba.backend import resolve_model
-from maggotuba.models.tagger import load_tagger
+from maggotuba.instances import load_tagger
 from maggotuba.predict import label_steps, post_processing_steps, predict_run, resolve_priors, to_labels
 from taggingbackends.cli import write_simulation
 from taggingbackends.data.labels import Labels

@@ -126,7 +126,7 @@ def test_fast_finetune_is_deterministic(data, tmp_path):
 def test_sparse_edits_train_on_edited_steps_only(data, tmp_path):
     from maggotuba.backend import resolve_model
     from maggotuba.dataset import build_dataset
-    from maggotuba.models.tagger import load_tagger
+    from maggotuba.instances import load_tagger
 
     base = load_tagger(resolve_model("default"))
     spec = base.spec

@@ -18,10 +18,10 @@ from maggotuba.features import CLAMPED, FULL, GAPPED  # noqa: E402
 from maggotuba.models.autoencoder import Encoder, MaggotUBAConfig  # noqa: E402
 from maggotuba.models.bagging import (  # noqa: E402
     KIND, BaggingConfig, BaggingTagger, VoteAccumulator, combine, ensemble_sha1, load_bagging,
-    member_seed, predict_ensemble, save_bagging, train_bagging, validation_split,
+    member_seed, save_bagging, train_bagging, validation_split,
 )
 from maggotuba.models.tagger import TaggerConfig  # noqa: E402
-from maggotuba.predict import predict_run  # noqa: E402
+from maggotuba.predict import predict_ensemble, predict_run  # noqa: E402
 from taggingbackends.cli import write_simulation  # noqa: E402
 from taggingbackends.data.labels import Labels  # noqa: E402
 from taggingbackends.errors import FormatError, TaggingError  # noqa: E402
@@ -243,7 +243,7 @@ def test_broken_member_directory(trained, tmp_path):
 
 # ------------------------------------------- wiring (tagger, predict, backend, CLI)
 def test_load_tagger_and_predict_run_dispatch(trained, run):
-    from maggotuba.models.tagger import load_tagger
+    from maggotuba.instances import load_tagger
 
     _, _, directory = trained
     saved = load_tagger(directory)

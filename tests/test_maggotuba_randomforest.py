@@ -27,7 +27,8 @@ from maggotuba.models.randomforest import (
     save_random_forest,
     train_random_forest,
 )
-from maggotuba.models.tagger import TaggerConfig, TrainingData, load_tagger
+from maggotuba.instances import load_tagger
+from maggotuba.models.tagger import TaggerConfig, TrainingData
 from maggotuba.predict import predict_run
 from taggingbackends.errors import FormatError
 from taggingbackends.simulate import BEHAVIOURS, SimulationConfig, simulate

@@ -10,8 +10,9 @@ torch = pytest.importorskip("torch")
 
 from maggotuba.features import FULL, WindowSpec, make_windows  # noqa: E402
 from maggotuba.models.autoencoder import Encoder, MaggotUBAConfig  # noqa: E402
+from maggotuba.instances import load_tagger  # noqa: E402
 from maggotuba.models.tagger import (  # noqa: E402
-    TaggerConfig, TrainingData, load_tagger, macro_f1, save_tagger, train_tagger,
+    TaggerConfig, TrainingData, macro_f1, save_tagger, train_tagger,
 )
 from maggotuba.predict import (  # noqa: E402
     abc_to_aac, predict_run, probabilities_path, to_labels, write_probabilities,

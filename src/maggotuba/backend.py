@@ -56,23 +56,10 @@ def resolve_pretrained(name: str | None, project: Path | None = None) -> Path:
 
 
 def load_model(directory: Path, device: str = "cpu"):
-    """The tagger in ``directory`` (a :class:`maggotuba.models.tagger.SavedTagger`)."""
-    from .models.tagger import load_tagger
+    """The model instance in ``directory``, whatever its kind (:mod:`maggotuba.instances`)."""
+    from .instances import load_tagger
 
     return load_tagger(directory, device=device)
-
-
-def load_encoder(directory: Path):
-    """(encoder state dict, MaggotUBAConfig) from our format or the original's."""
-    from .models.compat import load_published_encoder
-
-    if (directory / "best_validated_encoder.safetensors").is_file():
-        from .pretrain import load_pretrained
-
-        model, config, _ = load_pretrained(directory)
-        return model.encoder.state_dict(), config
-    encoder, config = load_published_encoder(directory)
-    return encoder.state_dict(), config
 
 
 # ------------------------------------------------------------------ predict
@@ -85,6 +72,8 @@ class PredictOptions:
     post_processing: Sequence[str] | None = None
     decode: bool = False
     priors: str | None = None      # natural, uniform, none, a JSON file; None: the default
+    calibrate: bool = True         # divide logits by the instance's stored temperature, if any
+    uncertain_below: float = 0.5   # sidecar flag: top probability below this (or a gapped window)
 
 
 def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
@@ -102,28 +91,35 @@ def predict_file(saved, input_path: Path, output: Path, options: PredictOptions,
     from taggingbackends.data.tracks import masked_counts, run_summary
     from taggingbackends.formats import load
 
-    from .predict import (cached_encoder, predict_run, probabilities_path, resolve_priors, to_labels,
-                          write_probabilities)
+    from .predict import (cached_encoder, predict_run, probabilities_path, resolve_priors, stored_temperature,
+                          to_labels, uncertain_steps, write_probabilities)
 
     priors = resolve_priors(options.priors, saved)
+    temperature = stored_temperature(saved) if options.calibrate else None
     reader = dict(reader or {})
     run = load(input_path, **reader) if run is None else run
     summary = run_summary(run)
     prediction = predict_run(saved, run, device=options.device, precision=options.precision,
                              batch_size=options.batch_size, edges=options.edges,
-                             post_processing=options.post_processing, priors=priors,
+                             post_processing=options.post_processing, priors=priors, temperature=temperature,
                              encode=cached_encoder(saved, options.device, options.precision))
+    uncertain = uncertain_steps(prediction, options.uncertain_below)
+    doubt = {"temperature": temperature, "uncertain_below": options.uncertain_below,
+             "uncertain_steps": int(uncertain.sum()),
+             "uncertain_share": round(float(uncertain.mean()), 4) if uncertain.size else 0.0}
     tracking = [p for p in run.source if p.suffix.lower() not in (".label", ".labels", ".json", ".nyxlabel")]
     labels = to_labels(prediction, saved, model_name=model_name, tracking=tracking, edges=options.edges,
                        post_processing=options.post_processing, priors=priors,
                        options=options_record(options))
-    labels.metadata["provenance"].update(summary=summary, masked=masked_counts(run))
+    labels.metadata["provenance"].update(summary=summary, masked=masked_counts(run), calibration=doubt)
     if reader:
         labels.metadata["provenance"]["reader"] = reader
-    sidecar = write_probabilities(prediction, probabilities_path(output), saved.weights_sha1, priors)
+    sidecar = write_probabilities(prediction, probabilities_path(output), saved.weights_sha1, priors,
+                                  uncertain=uncertain, doubt=doubt)
     labels.dump(output, encode=not options.decode)
     return {"input": input_path, "output": output, "sidecar": sidecar, "larvae": run.n_tracks,
-            "steps": run.n_steps, "summary": summary, "timings": prediction.timings}
+            "steps": run.n_steps, "summary": summary, "timings": prediction.timings,
+            "uncertain_share": doubt["uncertain_share"]}
 
 
 # -------------------------------------------------------------------- train
@@ -205,7 +201,9 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
     from .dataset import build_dataset, split, write_hdf5
     from .features import WindowSpec
     from .model_card import training_summary, validation_scores
-    from .models.tagger import TaggerConfig, load_tagger, predict_classes, save_tagger, train_tagger
+    from .instances import load_tagger
+    from .models.tagger import TaggerConfig, predict_classes, save_tagger, train_tagger
+    from .pretrain import load_encoder
 
     fast = options.fast_settings()
     if fast is not None and start_from is None:

@@ -40,7 +40,8 @@ from taggingbackends.simulate import BEHAVIOURS, SimulationConfig, balanced_weig
 from .features import FULL, WindowSpec, make_windows
 from .model_card import add_to_config, class_frequencies, write_card
 from .models.autoencoder import MaggotUBAConfig
-from .models.tagger import TaggerConfig, TrainingData, load_tagger, save_tagger, train_tagger
+from .instances import load_tagger
+from .models.tagger import TaggerConfig, TrainingData, save_tagger, train_tagger
 from .predict import predict_run
 from .pretrain import PretrainConfig, load_pretrained, pretrain, sample_windows, split_by_larva
 
@@ -167,6 +168,35 @@ def describe(model_dir: Path, n_larvae: int = 60) -> Path:
                       "(the shipped default)", training=training, validation=validation)
 
 
+CALIBRATION_SOURCE = ("the randomised `wide` domain, seeds 600-601 (never used in training or "
+                      "validation), natural base rates")
+
+
+def calibrate(model_dir: Path, n_larvae: int, duration: float, device: str = "cpu") -> dict:
+    """Fit the instance's temperature (:mod:`maggotuba.calibration`) on simulated larvae
+    it never saw and store it in ``clf_config.json`` (``calibration``), where ``predict``
+    finds it. Half the larvae fit it, the other half judge it (ECE and NLL before/after)."""
+    from taggingbackends.fileio import atomic_write_text
+
+    from .calibration import fit_on_heldout_larvae, logits_from_probabilities
+
+    saved = load_tagger(model_dir, device=device)
+    logits, truth, larvae = [], [], []
+    for i, result in enumerate(domain_runs("wide", range(600, 602), n_larvae, duration, False)):
+        prediction = predict_run(saved, result.run, device=device, post_processing=[])
+        logits.append(logits_from_probabilities(prediction.probabilities))
+        truth.append(label_classes(result.behaviour))
+        larvae.append(i * 100_000 + np.repeat(result.run.larva_ids, result.run.lengths))
+    fit = fit_on_heldout_larvae(np.concatenate(logits), np.concatenate(truth), np.concatenate(larvae), seed=0)
+    record = {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in fit.to_dict().items()},
+              "fitted_on": CALIBRATION_SOURCE}
+    config_path = model_dir / "clf_config.json"
+    document = json.loads(config_path.read_text())
+    document["calibration"] = record
+    atomic_write_text(config_path, json.dumps(document, indent=2))
+    return record
+
+
 def read_real_runs(directory: Path | None):
     if directory is None or not directory.is_dir():
         return []
@@ -185,12 +215,17 @@ def main(argv=None) -> None:
     parser.add_argument("--larvae", type=int, default=60)
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--quick", action="store_true", help="tiny settings, for a smoke test")
+    parser.add_argument("--calibrate-only", action="store_true",
+                        help="only fit and store the temperature of the model in --output (no training)")
     parser.add_argument("--describe-only", action="store_true",
                         help="only store the training class frequencies and write model_card.md "
                              "for the model in --output (no training)")
     args = parser.parse_args(argv)
     if args.describe_only:
         print(describe(args.output / "models" / "default", n_larvae=args.larvae))
+        return
+    if args.calibrate_only:
+        print(calibrate(args.output / "models" / "default", args.larvae // 2, args.duration, args.device))
         return
     if args.quick:
         args.pretrain_iterations, args.tagger_iterations = 50, "20,20"
@@ -258,6 +293,9 @@ def main(argv=None) -> None:
               "device": args.device, "seconds": round(time.perf_counter() - started, 1),
               "torch": torch.__version__}
     (model_dir / "evaluation.json").write_text(json.dumps(report, indent=1))
+    calibration = calibrate(model_dir, args.larvae // 2, args.duration, args.device)
+    print(f"calibration: temperature {calibration['temperature']}, ECE {calibration['ece_before']} → "
+          f"{calibration['ece_after']} on held-out larvae", flush=True)
     describe(model_dir, n_larvae=args.larvae)
     for name in ("unseen_balanced_25Hz_trxmat", "unseen_default_mix_25Hz_trxmat"):
         full = report[name]["all_steps"]

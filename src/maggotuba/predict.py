@@ -52,7 +52,8 @@ from taggingbackends.errors import TaggingError
 from taggingbackends.fileio import atomic_path
 
 from . import __version__
-from .features import CLAMPED, QUALITY_NAMES, device_windows, prepare
+from .features import CLAMPED, GAPPED, QUALITY_NAMES, device_windows, prepare
+from .models.bagging import BaggingTagger, VoteAccumulator
 from .models.tagger import SavedTagger
 
 POST_PROCESSING = ("abc_aac",)
@@ -211,6 +212,33 @@ class Prediction:
     timings: dict = field(default_factory=dict)
 
 
+# ------------------------------------------------------------------ calibration, doubt
+#: Steps whose (calibrated, prior-corrected) top probability is below this are flagged
+#: ``uncertain`` in the sidecar by default.
+DEFAULT_UNCERTAIN_BELOW = 0.5
+
+
+def stored_temperature(saved) -> float | None:
+    """The temperature stored with the instance (``clf_config.json`` ``calibration``:
+    fitted on larvae held out of its training, :mod:`maggotuba.calibration`), or None."""
+    calibration = (getattr(saved, "metadata", None) or {}).get("calibration") or {}
+    value = calibration.get("temperature")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def uncertain_steps(prediction: Prediction, below: float) -> np.ndarray:
+    """Boolean per step: the tag should not be trusted, because its probability is below
+    ``below`` or its window spans a tracking gap (interpolated over more than ``max_gap``)."""
+    if not 0.0 <= below <= 1.0:
+        raise TaggingError(f"--uncertain-below must lie in [0, 1], not {below}")
+    top = prediction.probabilities.max(axis=1) if prediction.probabilities.size else np.zeros(0)
+    return (top < below) | (prediction.quality == GAPPED)
+
+
 def abc_to_aac(classes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     """Replace every single-step action (its neighbours both differ from it,
     within one track) by the previous step's label; unlabelled steps are left
@@ -311,16 +339,17 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
                 batch_size: int = DEFAULT_BATCH_SIZE, edges: str = "label",
                 post_processing: Sequence[str] | None = None,
                 encode: Callable[[np.ndarray], torch.Tensor | np.ndarray] | None = None,
-                priors: PriorShift | None = None) -> Prediction:
+                priors: PriorShift | None = None, temperature: float | None = None) -> Prediction:
     """Tag every step of ``run`` with ``saved``; ``post_processing`` defaults to the
     model's own (``abc_aac`` for the default tagger); ``priors`` (see :class:`PriorShift`)
-    re-weight the probabilities before the argmax. A bagging ensemble is tagged
-    by each member and voted (:func:`maggotuba.models.bagging.predict_ensemble`)."""
+    re-weight the probabilities before the argmax; ``temperature`` (see :func:`stored_temperature`)
+    divides the logits first, so the priors act on calibrated probabilities. A bagging ensemble is tagged
+    by each member and voted (:func:`predict_ensemble`)."""
     if priors is not None and priors.active and getattr(saved, "members", None) is not None:
         raise TaggingError("--priors: a bagging ensemble votes on labels; priors apply to single taggers")
+    if temperature is not None and not temperature > 0:
+        raise TaggingError(f"temperature must be positive, not {temperature}")
     if getattr(saved, "members", None) is not None and encode is None:
-        from .models.bagging import predict_ensemble
-
         return predict_ensemble(saved, run, device=device, precision=precision, batch_size=batch_size,
                                 edges=edges, post_processing=post_processing)
     steps = post_processing_steps(saved, edges, post_processing)
@@ -344,7 +373,8 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
         timings["encoder"] += _elapsed(tick, device)
         tick = time.perf_counter()
         with torch.inference_mode():
-            probs = torch.softmax(classifier(latent.float()), dim=1).cpu().numpy()
+            logits = classifier(latent.float())
+            probs = torch.softmax(logits / (temperature or 1.0), dim=1).cpu().numpy()
         probabilities[start:start + len(rows)] = probs
         quality[start:start + len(rows)] = window_quality.cpu().numpy()
         timings["classifier"] += _elapsed(tick, device)
@@ -355,6 +385,34 @@ def predict_run(saved: SavedTagger, run: Run, *, device: str = "cpu", precision:
     timings["post_processing"] = time.perf_counter() - tick
     return Prediction(run=run, labels=list(saved.config.labels), classes=classes,
                       probabilities=probabilities, quality=quality, timings=timings)
+
+
+def predict_ensemble(saved: BaggingTagger, run, *, device: str = "cpu", precision: str = "fp32",
+                     batch_size: int | None = None, edges: str = "label",
+                     post_processing: Sequence[str] | None = None):
+    """Tag every step of ``run`` with every member and vote (see :mod:`maggotuba.models.bagging`);
+    returns a :class:`Prediction`."""
+    steps = post_processing_steps(saved, edges, post_processing)
+    acc = VoteAccumulator(run.n_steps, len(saved.config.labels))
+    timings: dict = {}
+    for member in saved.members:
+        out = predict_run(member, run, device=device, precision=precision,
+                          batch_size=batch_size or DEFAULT_BATCH_SIZE, edges="label", post_processing=[])
+        tick = time.perf_counter()
+        acc.add(out.probabilities, out.quality)
+        for key, value in out.timings.items():
+            timings[key] = timings.get(key, 0.0) + value
+        timings["vote"] = timings.get("vote", 0.0) + time.perf_counter() - tick
+    tick = time.perf_counter()
+    classes, probabilities = acc.result()
+    if edges == "skip":
+        classes[acc.clamped] = -1
+    if "abc_aac" in steps:
+        classes = abc_to_aac(classes, run.offsets)
+    timings["post_processing"] = timings.get("post_processing", 0.0) + time.perf_counter() - tick
+    timings["members"] = len(saved.members)
+    return Prediction(run=run, labels=list(saved.config.labels), classes=classes,
+                      probabilities=probabilities, quality=acc.quality.copy(), timings=timings)
 
 
 def to_labels(prediction: Prediction, saved: SavedTagger, *, model_name: str | None = None,
@@ -392,9 +450,12 @@ def to_labels(prediction: Prediction, saved: SavedTagger, *, model_name: str | N
 
 
 def write_probabilities(prediction: Prediction, path: str | Path, weights_sha1: str = "",
-                        priors: PriorShift | None = None) -> Path:
+                        priors: PriorShift | None = None, uncertain: np.ndarray | None = None,
+                        doubt: dict | None = None) -> Path:
     """The per-step probabilities sidecar (HDF5), written atomically; with priors, the
-    probabilities are the re-weighted ones and the attribute ``priors`` (JSON) says how."""
+    probabilities are the re-weighted ones and the attribute ``priors`` (JSON) says how.
+    ``uncertain`` (one boolean per step, :func:`uncertain_steps`) is stored as the dataset
+    ``uncertain``, and ``doubt`` (temperature, threshold) as the JSON attribute ``calibration``."""
     import json
 
     path = Path(path)
@@ -407,6 +468,10 @@ def write_probabilities(prediction: Prediction, path: str | Path, weights_sha1: 
                              compression_opts=4, shuffle=True)
             f.create_dataset("label", data=prediction.classes)
             f.create_dataset("quality", data=prediction.quality)
+            if uncertain is not None:
+                f.create_dataset("uncertain", data=np.asarray(uncertain, dtype=bool))
+            if doubt is not None:
+                f.attrs["calibration"] = json.dumps(doubt)
             f.attrs["labels"] = prediction.labels
             f.attrs["quality_names"] = list(QUALITY_NAMES[:3])
             f.attrs["run_id"] = run.id

@@ -215,6 +215,19 @@ def load_pretrained(directory: str | Path) -> tuple[AutoEncoder, MaggotUBAConfig
     return model.eval(), model_config, spec
 
 
+def load_encoder(directory: str | Path) -> tuple[dict, MaggotUBAConfig]:
+    """(encoder state dict, MaggotUBAConfig) of a pretrained instance, in our format
+    (written by :func:`pretrain`) or the original MaggotUBA's (``best_validated_encoder.pt``)."""
+    from .models.compat import load_published_encoder
+
+    directory = Path(directory)
+    if (directory / "best_validated_encoder.safetensors").is_file():
+        model, config, _ = load_pretrained(directory)
+        return model.encoder.state_dict(), config
+    encoder, config = load_published_encoder(directory)
+    return encoder.state_dict(), config
+
+
 def read_config(directory: Path) -> tuple[MaggotUBAConfig, WindowSpec]:
     raw = json.loads((Path(directory) / CONFIG_FILE).read_text())
     spec = WindowSpec(**raw.get("window", {}))

@@ -112,11 +112,13 @@ from ..features import CLAMPED, WindowSpec
 from .autoencoder import Encoder, MaggotUBAConfig
 from .tagger import (
     CLF_CONFIG_FILE,
+    DENSE_KIND,
     LOG_FILE,
     SavedTagger,
     Tagger,
     TaggerConfig,
     TrainingData,
+    load_dense_tagger,
     macro_f1,
     model_kind,
     save_tagger,
@@ -133,7 +135,6 @@ __all__ = [
     "combine",
     "load_bagging",
     "member_seed",
-    "predict_ensemble",
     "save_bagging",
     "train_bagging",
     "train_bagging_datasets",
@@ -141,7 +142,7 @@ __all__ = [
 ]
 
 KIND = "maggotuba-bagging"
-MEMBER_KIND = "maggotuba-dense"
+MEMBER_KIND = DENSE_KIND
 MEMBERS_DIR = "members"
 VOTING = "majority"
 TIE_BREAK = "mean_probability"
@@ -542,7 +543,7 @@ def _given_encoder(given, length: int) -> tuple[dict, MaggotUBAConfig, str]:
         state, model_config = given[0], given[1]
         origin = "pretrained (given in memory)"
     else:
-        from ..backend import load_encoder
+        from ..pretrain import load_encoder
 
         state, model_config = load_encoder(Path(given))
         origin = f"pretrained: {given}"
@@ -640,8 +641,6 @@ def save_bagging(ensemble: BaggingEnsemble, directory: str | Path, log: dict | N
 def load_bagging(directory: str | Path, device: str = "cpu") -> BaggingTagger:
     """Load an ensemble written by :func:`save_bagging`; FormatError (naming the
     file or member directory) if anything is missing or inconsistent."""
-    from .tagger import load_tagger
-
     directory = Path(directory)
     config_path = directory / CLF_CONFIG_FILE
     try:
@@ -677,7 +676,7 @@ def load_bagging(directory: str | Path, device: str = "cpu") -> BaggingTagger:
             raise FormatError(member_dir, f"bagging member {name} is a {kind!r} model; "
                                           f"members must be {MEMBER_KIND!r} taggers")
         try:
-            member = load_tagger(member_dir, device=device)
+            member = load_dense_tagger(member_dir, device=device)
         except FormatError as err:
             where = err.path.name if err.path is not None and err.path != member_dir else ""
             raise FormatError(member_dir, f"broken bagging member {name}: "
@@ -695,34 +694,3 @@ def load_bagging(directory: str | Path, device: str = "cpu") -> BaggingTagger:
                          spec=members[0].spec, directory=directory,
                          weights_sha1=ensemble_sha1([m.weights_sha1 for m in members]), metadata=document,
                          member_window_lengths=[m.spec.len_traj for m in members])
-
-
-# ============================================================== prediction
-def predict_ensemble(saved: BaggingTagger, run, *, device: str = "cpu", precision: str = "fp32",
-                     batch_size: int | None = None, edges: str = "label",
-                     post_processing: Sequence[str] | None = None):
-    """Tag every step of ``run`` with every member and vote (module docstring);
-    returns a :class:`maggotuba.predict.Prediction`."""
-    from ..predict import DEFAULT_BATCH_SIZE, Prediction, abc_to_aac, post_processing_steps, predict_run
-
-    steps = post_processing_steps(saved, edges, post_processing)
-    acc = VoteAccumulator(run.n_steps, len(saved.config.labels))
-    timings: dict = {}
-    for member in saved.members:
-        out = predict_run(member, run, device=device, precision=precision,
-                          batch_size=batch_size or DEFAULT_BATCH_SIZE, edges="label", post_processing=[])
-        tick = time.perf_counter()
-        acc.add(out.probabilities, out.quality)
-        for key, value in out.timings.items():
-            timings[key] = timings.get(key, 0.0) + value
-        timings["vote"] = timings.get("vote", 0.0) + time.perf_counter() - tick
-    tick = time.perf_counter()
-    classes, probabilities = acc.result()
-    if edges == "skip":
-        classes[acc.clamped] = -1
-    if "abc_aac" in steps:
-        classes = abc_to_aac(classes, run.offsets)
-    timings["post_processing"] = timings.get("post_processing", 0.0) + time.perf_counter() - tick
-    timings["members"] = len(saved.members)
-    return Prediction(run=run, labels=list(saved.config.labels), classes=classes,
-                      probabilities=probabilities, quality=acc.quality.copy(), timings=timings)

@@ -44,6 +44,7 @@ CLF_CONFIG_FILE = "clf_config.json"
 AE_CONFIG_FILE = "autoencoder_config.json"
 WEIGHTS_FILE = "tagger.safetensors"
 LOG_FILE = "training_log.json"
+DENSE_KIND = "maggotuba-dense"
 
 
 @dataclass
@@ -217,7 +218,7 @@ def save_tagger(model: Tagger, config: TaggerConfig, model_config: MaggotUBAConf
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
-    document = {"kind": "maggotuba-dense", **_config_dict(config), "window": asdict(spec),
+    document = {"kind": DENSE_KIND, **_config_dict(config), "window": asdict(spec),
                 "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()}
     if extra:
         document.update(extra)
@@ -228,21 +229,15 @@ def save_tagger(model: Tagger, config: TaggerConfig, model_config: MaggotUBAConf
     return directory
 
 
-def load_tagger(directory: str | Path, device: str = "cpu") -> SavedTagger:
-    """Load a model instance saved by :func:`save_tagger`, or by
-    :func:`maggotuba.models.randomforest.save_random_forest` or
-    :func:`maggotuba.models.bagging.save_bagging` (chosen by the ``kind`` in
-    ``clf_config.json``); FormatError if broken."""
+def load_dense_tagger(directory: str | Path, device: str = "cpu") -> SavedTagger:
+    """Load a dense tagger saved by :func:`save_tagger`; FormatError if broken.
+
+    Instances of any kind (dense, random forest, bagging) are loaded by
+    :func:`maggotuba.instances.load_tagger`, which dispatches on ``kind``."""
     directory = Path(directory)
     kind = model_kind(directory)
-    if kind == "maggotuba-randomforest":
-        from .randomforest import load_random_forest
-
-        return load_random_forest(directory, device=device)
-    if kind == "maggotuba-bagging":
-        from .bagging import load_bagging
-
-        return load_bagging(directory, device=device)
+    if kind not in (None, DENSE_KIND):
+        raise FormatError(directory / CLF_CONFIG_FILE, f"is a {kind!r} model, not a dense tagger")
     for name in (CLF_CONFIG_FILE, AE_CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
             raise FormatError(directory, f"is not a tagger model directory (no {name})")

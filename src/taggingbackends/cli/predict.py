@@ -38,6 +38,12 @@ def predict(
                                          help="Class base rates to re-weight probabilities to (Bayes' rule): "
                                               "natural, uniform, none or a JSON file {label: frequency} "
                                               "(default: the backend's; see docs/evaluation.md)."),
+    uncertain_below: float = typer.Option(0.5, "--uncertain-below", min=0.0, max=1.0,
+                                          help="Flag steps as uncertain in the probabilities sidecar when their "
+                                               "top probability is below this (or their window spans a tracking "
+                                               "gap); see docs/maggotuba.md."),
+    no_calibration: bool = typer.Option(False, "--no-calibration",
+                                        help="Ignore the model's stored temperature (raw softmax probabilities)."),
     decode: bool = typer.Option(False, "--decode", help="Write label names instead of integer codes."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace existing outputs, up-to-date ones too (without it, an up-to-date "
@@ -88,6 +94,10 @@ def predict(
                    post_processing=[] if no_post_processing else None, decode=decode)
     if priors is not None:
         options["priors"] = priors
+    if uncertain_below != 0.5:
+        options["uncertain_below"] = uncertain_below
+    if no_calibration:
+        options["calibrate"] = False
     reader = reader_options(framerate, pixelsize, input_format=input_format)
     execution = execution_options(workers=workers, scheduler=scheduler, cluster=cluster, jobs=jobs, cores=cores,
                                   memory=memory, walltime=walltime, queue=queue, job_extra=job_extra, shard=shard)
