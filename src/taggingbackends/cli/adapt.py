@@ -45,7 +45,9 @@ def adapt(
 
     Estimates the behaviours' base rates in your files (EM on the tagger's probabilities) and
     retrains the classifier head on its confident predictions; `predict -m NEW` then uses
-    the estimated base rates as its priors. Example:
+    the estimated base rates as its priors. Experimental: on the benchmarks of
+    docs/maggotuba.md it did not beat the source tagger; check its output before relying
+    on it (fine-tuning on a few corrections is the measured way to adapt). Example:
     tagging-backend adapt dish01/ -m default -O mylab && tagging-backend predict dish01/ -m mylab
     """
     from ..backends import get_backend
