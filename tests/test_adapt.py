@@ -152,3 +152,28 @@ def test_broken_input_is_one_line_naming_the_file(recordings, tmp_path, capsys):
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "broken.mat" in lines[0]
     assert not (tmp_path / "x").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_overwrite_replaces_an_instance_only_once_the_new_one_is_complete(tmp_path):
+    from taggingbackends.errors import OutputExistsError
+    from taggingbackends.project import new_model_instance
+
+    final = tmp_path / "models" / "m"
+    with new_model_instance(final) as work:
+        (work / "clf_config.json").write_text('{"v": 1}')
+    with pytest.raises(RuntimeError):
+        with new_model_instance(final, overwrite=True) as work:
+            (work / "clf_config.json").write_text('{"v": 2}')
+            raise RuntimeError("killed")
+    assert (final / "clf_config.json").read_text() == '{"v": 1}'       # the old one survives a failure
+    with new_model_instance(final, overwrite=True) as work:
+        (work / "clf_config.json").write_text('{"v": 3}')
+    assert (final / "clf_config.json").read_text() == '{"v": 3}'
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["m"]   # no leftovers
+    other = tmp_path / "models" / "notes"
+    other.mkdir()
+    (other / "readme.txt").write_text("mine")
+    with pytest.raises(OutputExistsError):                              # not a model instance: never replaced
+        with new_model_instance(other, overwrite=True):
+            pass
+    assert (other / "readme.txt").read_text() == "mine"
