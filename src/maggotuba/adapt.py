@@ -51,7 +51,8 @@ from .models.tagger import SavedTagger
 # ------------------------------------------------------------------ settings
 @dataclass(frozen=True)
 class AdaptSettings:
-    """How ``adapt`` adapts (defaults: measured by ``benchmarks/adapt_benchmark.py``)."""
+    """How ``adapt`` adapts. The defaults were chosen before measuring, not tuned: what they
+    give is in docs/maggotuba.md (``benchmarks/adapt_benchmark.py``)."""
 
     prior_floor: float = 0.001           # each class's estimated base rate is at least this
     em_iterations: int = 500
