@@ -444,3 +444,31 @@ def pretrain_instance(sources: Sequence[Path], output_dir: Path, *, window_lengt
     log = pretrain(train, validation, config, spec, output_dir,
                    PretrainConfig(iterations=iterations, seed=seed), progress=progress, device=device)
     return {"output": output_dir, "windows": len(sampled), "best_loss": log["best_validation_loss"]}
+
+
+# -------------------------------------------------------------------- adapt
+@dataclass
+class AdaptOptions:
+    """What ``tagging-backend adapt`` asks (see :mod:`maggotuba.adapt` for the method)."""
+
+    seed: int = 0
+    device: str = "cpu"
+    self_train: bool = True                # retrain the head on confident pseudo-labels
+    confidence: float = 0.9                # corrected top probability a pseudo-label needs
+    prior_floor: float = 0.001             # no class's estimated base rate below this
+
+
+def adapt_instance(sources: Sequence[Path], output_dir: Path, options: AdaptOptions, *, start_from: Path,
+                   source_name: str | None = None, instance_name: str | None = None, reader: dict | None = None,
+                   progress: Callable[[str, int, float], None] | None = None) -> dict:
+    """Adapt the tagger in ``start_from`` to unlabelled tracking files ``sources`` (class
+    base rates by EM, optionally a self-trained head) and save it in ``output_dir``."""
+    from .adapt import AdaptSettings, adapt_instance as adapt
+
+    try:
+        settings = AdaptSettings(seed=options.seed, self_train=options.self_train, confidence=options.confidence,
+                                 prior_floor=options.prior_floor)
+    except ValueError as err:
+        raise TaggingError(f"adapt: {err}") from None
+    return adapt(sources, output_dir, settings, start_from=start_from, device=options.device, reader=reader,
+                 source_name=source_name, instance_name=instance_name, progress=progress)

@@ -163,7 +163,7 @@ def resolve_priors(choice: str | None, saved) -> PriorShift:
     back to ``none`` and says why in the provenance."""
     labels = tuple(saved.config.labels)
     explicit = choice is not None
-    choice = DEFAULT_PRIORS if choice is None else choice
+    choice = default_priors(saved) if choice is None else choice
     if choice == "none":
         return PriorShift("none", labels)
     try:
@@ -174,13 +174,31 @@ def resolve_priors(choice: str | None, saved) -> PriorShift:
             raise TaggingError(f"--priors {choice}: {saved.directory} stores no training class priors "
                                "(train it again with this version, or use --priors none)")
         training, note = _usable_training_priors(np.array([float(stored[n]) for n in labels]), labels)
-        target = _target_priors(choice, labels)
+        target = _adapted_priors(saved, labels) if choice == ADAPTED_PRIORS else _target_priors(choice, labels)
         target = target / target.sum()
     except TaggingError as err:
         if explicit:
             raise
         return PriorShift("none", labels, note=f"default {choice} priors not applicable: {err}")
     return PriorShift(choice, labels, target=target, training=training, note=note)
+
+
+ADAPTED_PRIORS = "adapted"
+
+
+def default_priors(saved) -> str:
+    """The priors ``predict`` uses without ``--priors``: the base rates ``tagging-backend adapt``
+    estimated for this instance's recordings when it stores them, else :data:`DEFAULT_PRIORS`."""
+    return ADAPTED_PRIORS if (getattr(saved, "metadata", None) or {}).get("adapted_priors") else DEFAULT_PRIORS
+
+
+def _adapted_priors(saved, labels: Sequence[str]) -> np.ndarray:
+    """The class base rates stored by ``tagging-backend adapt`` (``adapted_priors``)."""
+    stored = (saved.metadata or {}).get("adapted_priors") or {}
+    if list(stored) != list(labels):
+        raise TaggingError(f"--priors adapted: {saved.directory} stores no adapted base rates "
+                           "(made by tagging-backend adapt)")
+    return np.array([float(stored[n]) for n in labels])
 
 
 def _usable_training_priors(training: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray, str]:

@@ -74,15 +74,31 @@ def run_script(explorer: BackendExplorer, step: str, options: Mapping[str, Any] 
 
 
 @contextlib.contextmanager
-def new_model_instance(final: Path) -> Iterator[Path]:
+def new_model_instance(final: Path, overwrite: bool = False) -> Iterator[Path]:
     """A hidden temporary directory beside ``final`` to train into; renamed to
     ``final`` when training succeeds, removed otherwise. Model discovery (the
     subdirectories of ``models/`` not starting with a dot) never sees a half-written
     instance, and two runs creating the same instance cannot mix their files: the
-    second rename fails and says so."""
+    second rename fails and says so. With ``overwrite``, an existing instance is
+    replaced only once the new one is complete (it is moved aside, then removed)."""
     final = Path(final)
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise OutputExistsError(f"{final}: model instance already exists; choose another name")
+        if not overwrite:
+            raise OutputExistsError(f"{final}: model instance already exists; choose another name "
+                                    "(or pass --overwrite to replace it)")
+        if not final.is_dir() or not (final / "clf_config.json").is_file():
+            raise OutputExistsError(f"{final}: exists and is not a model instance; not replacing it")
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+        try:
+            yield staging
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+            os.rename(final, old / final.name)
+            os.rename(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:

@@ -5,7 +5,8 @@
   overwrite guards, input discovery, progress bars);
 - one module per command group: :mod:`.info`, :mod:`.importing`, :mod:`.simulate`,
   :mod:`.predict`, :mod:`.train`, :mod:`.merge`, :mod:`.projects` (backends, new),
-  :mod:`.evaluate`, :mod:`.export`, :mod:`.report`, :mod:`.review`, :mod:`.view` (view, retrain).
+  :mod:`.evaluate`, :mod:`.export`, :mod:`.report`, :mod:`.review`, :mod:`.view` (view, retrain),
+  :mod:`.adapt`.
 
 Errors caused by the user's input print one line, ``error: <file>: <problem>``,
 and exit with status 1 (2 for usage errors); ``--debug`` shows the traceback.
@@ -19,7 +20,7 @@ from typing import List, Optional
 from ..errors import TaggingError
 from .app import app, console, err_console, provenance, say, state
 from . import (info, importing, simulate, predict, train, merge, projects,  # noqa: F401
-               evaluate, export, report, review, view)  # (register commands)
+               evaluate, export, report, review, view, adapt)  # (register commands)
 from .simulate import write_simulation
 
 __all__ = ["app", "main", "console", "err_console", "provenance", "say", "state", "write_simulation"]
