@@ -364,7 +364,8 @@ def adapt_instance(sources: Sequence[Path], output_dir: Path, settings: AdaptSet
     ``adaptation`` provenance, model card). ``instance_name``: the name the instance will
     have (default: ``output_dir``'s; the command line writes into a temporary directory)."""
     from .model_card import software_versions
-    from .models.tagger import LOG_FILE, load_tagger, save_tagger
+    from .instances import load_tagger
+    from .models.tagger import LOG_FILE, save_tagger
 
     started = time.perf_counter()
     saved = load_tagger(start_from, device="cpu")

@@ -176,8 +176,6 @@ def calibrate(model_dir: Path, n_larvae: int, duration: float, device: str = "cp
     """Fit the instance's temperature (:mod:`maggotuba.calibration`) on simulated larvae
     it never saw and store it in ``clf_config.json`` (``calibration``), where ``predict``
     finds it. Half the larvae fit it, the other half judge it (ECE and NLL before/after)."""
-    from taggingbackends.fileio import atomic_write_text
-
     from .calibration import fit_on_heldout_larvae, logits_from_probabilities
 
     saved = load_tagger(model_dir, device=device)
@@ -190,10 +188,7 @@ def calibrate(model_dir: Path, n_larvae: int, duration: float, device: str = "cp
     fit = fit_on_heldout_larvae(np.concatenate(logits), np.concatenate(truth), np.concatenate(larvae), seed=0)
     record = {**{k: (round(v, 4) if isinstance(v, float) else v) for k, v in fit.to_dict().items()},
               "fitted_on": CALIBRATION_SOURCE}
-    config_path = model_dir / "clf_config.json"
-    document = json.loads(config_path.read_text())
-    document["calibration"] = record
-    atomic_write_text(config_path, json.dumps(document, indent=2))
+    add_to_config(model_dir, {"calibration": record})
     return record
 
 
