@@ -198,6 +198,16 @@ def read_real_runs(directory: Path | None):
     return [load(directory, format="schleyer")]
 
 
+def _every(n: int, stage: str, started: float):
+    """A progress callback printing one line every ``n`` iterations (the build log)."""
+    def report(*args) -> None:
+        iteration = args[1] if isinstance(args[0], str) else args[0]
+        if iteration % n == 0:
+            phase = f" ({args[0]})" if isinstance(args[0], str) else ""
+            print(f"{stage}{phase}: iteration {iteration}, {time.perf_counter() - started:.0f} s", flush=True)
+    return report
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Build the shipped default models from scratch.")
     parser.add_argument("--output", type=Path, default=SHIPPED)
@@ -205,8 +215,14 @@ def main(argv=None) -> None:
                         help="directory of Schleyer-lab CSV tracks used for pretraining")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--pretrain-iterations", type=int, default=8_000)
+    parser.add_argument("--pretrain-learning-rate", type=float, default=PretrainConfig.learning_rate)
+    parser.add_argument("--init-encoder", type=Path, default=None,
+                        help="pretrained_models/ instance to continue pretraining from "
+                             "(default: a random initialisation)")
     parser.add_argument("--tagger-iterations", default="2000,5000")
     parser.add_argument("--pretrain-windows", type=int, default=200_000)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: all cores; 1 is faster on a busy machine)")
     parser.add_argument("--larvae", type=int, default=60)
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--quick", action="store_true", help="tiny settings, for a smoke test")
@@ -230,7 +246,7 @@ def main(argv=None) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
 
     # ---- 1. pretraining
     spec = WindowSpec(len_traj=20, frame_interval=0.1, len_pred=20)
@@ -246,8 +262,11 @@ def main(argv=None) -> None:
     windows = sample_windows(runs, spec, args.pretrain_windows, seed=1)
     train, validation = split_by_larva(windows, 0.1, seed=1)
     pretrained_dir = args.output / "pretrained_models" / "default"
+    initial = load_pretrained(args.init_encoder)[0].state_dict() if args.init_encoder else None
     log = pretrain(train, validation, model_config, spec, pretrained_dir,
-                   PretrainConfig(iterations=args.pretrain_iterations, seed=100), device=args.device)
+                   PretrainConfig(iterations=args.pretrain_iterations, seed=100,
+                                  learning_rate=args.pretrain_learning_rate),
+                   device=args.device, initial_state=initial, progress=_every(100, "pretraining", started))
     print(f"pretraining: best validation MSE {log['best_validation_loss']:.5f} at iteration "
           f"{log['best_iteration']} ({time.perf_counter() - started:.0f} s so far)", flush=True)
 
@@ -269,7 +288,8 @@ def main(argv=None) -> None:
     config = TaggerConfig(labels=DEFAULT_LABELS, layers=1, iterations=(n1, n2), seed=0,
                           class_weights=[round(float(w), 6) for w in weights])
     model, tagger_log = train_tagger(train_data, validation_data, autoencoder.encoder.state_dict(),
-                                     encoder_config, tagger_spec, config, weights, device=args.device)
+                                     encoder_config, tagger_spec, config, weights, device=args.device,
+                                     progress=_every(250, "tagger", started))
     model_dir = args.output / "models" / "default"
     save_tagger(model.cpu(), config, encoder_config, tagger_spec, model_dir, tagger_log,
                 extra={"training_data": {"windows": len(train_data), "class_counts": counts.tolist(),

@@ -123,8 +123,12 @@ def pretrain(
     keep_checkpoint: bool = False,
     progress: Callable[[int, float, float | None], None] | None = None,
     device: str = "cpu",
+    initial_state: dict | None = None,
 ) -> dict:
     """Train the autoencoder; write the best model into ``output_dir``; return the log.
+
+    ``initial_state``: autoencoder weights to start from (continued pretraining of an
+    existing encoder on new windows) instead of a random initialisation.
 
     ``progress(iteration, train_loss, validation_loss_or_None)`` is called
     after every iteration (for progress bars).
@@ -144,6 +148,8 @@ def pretrain(
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     model = AutoEncoder(model_config).to(device)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     log = {"seed": config.seed, "iterations": config.iterations, "train_loss": [],
            "validation": [], "best_validation_loss": math.inf, "best_iteration": None,
