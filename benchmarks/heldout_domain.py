@@ -15,7 +15,8 @@
 Run:
     PYTHONPATH=src python benchmarks/heldout_domain.py -m default
 Options: --larvae N --duration S --seed K (held-out size), --data DIR (real tracks),
---work DIR (keep the generated files; default: a temporary directory), --skip-real.
+--work DIR (keep the generated files; default: a temporary directory), --skip-real,
+--priors P and --no-calibration (passed to predict).
 """
 
 from __future__ import annotations
@@ -71,10 +72,14 @@ def generate(work: Path, n_larvae: int, duration: float, seed: int) -> list[tupl
     return dirs
 
 
+#: Extra ``predict`` flags (``--priors``, ``--no-calibration``), set from the command line.
+PREDICT_FLAGS: list[str] = []
+
+
 def predict(model: str, inputs: list[Path], output: str) -> None:
     """``tagging-backend predict`` in a subprocess (the code path a user runs)."""
     cmd = [sys.executable, "-m", "taggingbackends.cli", "predict", *map(str, inputs), "-m", model,
-           "-o", output, "--overwrite"]
+           "-o", output, "--overwrite", *PREDICT_FLAGS]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
     if proc.returncode != 0:
         raise RuntimeError(f"predict failed ({' '.join(cmd)}):\n{proc.stdout}\n{proc.stderr}")
@@ -108,6 +113,7 @@ def probability_rows(truth: Labels, sidecar: Path, group: str):
         larva = f["larva_id"][:]
         t = f["t"][:]
         p = f["probabilities"][:]
+        flagged = f["uncertain"][:] if "uncertain" in f else np.zeros(len(t), dtype=bool)
         names = [behaviour_name(str(n)) for n in f.attrs["labels"]]
     index = {(int(a), round(float(b), 3)): i for i, (a, b) in enumerate(zip(larva, t))}
     rows, classes, keys = [], [], []
@@ -119,7 +125,23 @@ def probability_rows(truth: Labels, sidecar: Path, group: str):
                 rows.append(i)
                 classes.append(names.index(name))
                 keys.append(f"{group}/{lid}")
-    return np.log(np.clip(p[rows], 1e-7, 1.0)), np.array(classes, dtype=np.int64), np.array(keys)
+    return (np.log(np.clip(p[rows], 1e-7, 1.0)), np.array(classes, dtype=np.int64), np.array(keys),
+            flagged[rows])
+
+
+def uncertainty_report(logits: np.ndarray, labels: np.ndarray, flagged: np.ndarray) -> str:
+    """Does the sidecar's ``uncertain`` flag mean something? Error rates of flagged and
+    unflagged steps, and the ECE of the probabilities exactly as ``predict`` wrote them."""
+    from maggotuba.calibration import expected_calibration_error
+
+    wrong = logits.argmax(axis=1) != labels
+    share = float(flagged.mean()) if flagged.size else 0.0
+    def rate(mask):
+        return f"{100 * wrong[mask].mean():.1f} %" if mask.any() else "n/a"
+    return (f"as written by predict: ECE {expected_calibration_error(np.exp(logits), labels):.3f}; "
+            f"uncertain flag on {100 * share:.1f} % of steps, error rate {rate(flagged)} flagged vs "
+            f"{rate(~flagged)} unflagged; flagged steps hold {100 * wrong[flagged].sum() / max(wrong.sum(), 1):.0f} % "
+            f"of all errors")
 
 
 def calibration_report(logits: np.ndarray, labels: np.ndarray, keys: np.ndarray) -> str:
@@ -127,7 +149,7 @@ def calibration_report(logits: np.ndarray, labels: np.ndarray, keys: np.ndarray)
     from maggotuba.calibration import fit_on_heldout_larvae
 
     fit = fit_on_heldout_larvae(logits, labels, keys, seed=0)
-    return (f"temperature scaling (fitted on {fit.n_fit_larvae} larvae, judged on {fit.n_eval_larvae} others, "
+    return (f"re-fitted on this domain (fitted on {fit.n_fit_larvae} larvae, judged on {fit.n_eval_larvae} others, "
             f"{fit.n_eval_steps} steps): T = {fit.temperature:.2f}; ECE {fit.ece_before:.3f} -> "
             f"{fit.ece_after:.3f}; NLL {fit.nll_before:.3f} -> {fit.nll_after:.3f}")
 
@@ -179,7 +201,11 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=_default_data())
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--priors", default=None, help="predict's --priors (default: predict's default)")
+    parser.add_argument("--no-calibration", action="store_true", help="predict's --no-calibration")
     args = parser.parse_args(argv)
+    PREDICT_FLAGS[:] = ((["--priors", args.priors] if args.priors else [])
+                        + (["--no-calibration"] if args.no_calibration else []))
 
     tick = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -202,9 +228,9 @@ def main(argv=None) -> int:
         print(f"\nmodel {args.model!r} on the held-out domain (per-class F1, weakest first):")
         print(table)
         if probs:
-            print(calibration_report(np.concatenate([p[0] for p in probs]),
-                                     np.concatenate([p[1] for p in probs]),
-                                     np.concatenate([p[2] for p in probs])))
+            logits, classes, keys, flagged = (np.concatenate([p[k] for p in probs]) for k in range(4))
+            print(uncertainty_report(logits, classes, flagged))
+            print(calibration_report(logits, classes, keys))
         if not args.skip_real:
             mix = real_mix(args.model, args.data.resolve(), work)
             print(f"\nmodel {args.model!r} on the real tracks in {args.data.resolve()} (share of steps):")

@@ -177,3 +177,11 @@ def test_overwrite_replaces_an_instance_only_once_the_new_one_is_complete(tmp_pa
         with new_model_instance(other, overwrite=True):
             pass
     assert (other / "readme.txt").read_text() == "mine"
+
+
+def test_model_card_names_the_final_instance_not_its_staging_folder():
+    from maggotuba.backend import final_instance_name
+
+    assert final_instance_name(Path("models/.mylab.partial-a1b2c3")) == "mylab"
+    assert final_instance_name(Path("models/my.lab.v2")) == "my.lab.v2"
+    assert final_instance_name(Path("models/.hidden")) == ".hidden"

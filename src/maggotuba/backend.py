@@ -314,13 +314,22 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
             "labels": labels, "validation": validation_metrics, "cross_validation": cross_validation}
 
 
+def final_instance_name(directory: Path) -> str:
+    """The instance's name, also while it is built in its staging directory
+    ``.NAME.partial-XXXX`` (:func:`taggingbackends.project.new_model_instance`)."""
+    name = directory.name
+    if name.startswith(".") and ".partial-" in name:
+        return name[1:name.rindex(".partial-")]
+    return name
+
+
 def _write_card(output_dir: Path, how: str, training: dict | None, validation: dict | None) -> None:
     """model_card.md beside the weights, with cross-validation metrics if already there."""
     from .model_card import write_card
 
     metrics_path = output_dir / "metrics.json"
     cross_validation = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    write_card(output_dir, name=output_dir.name, how=how, training=training, validation=validation,
+    write_card(output_dir, name=final_instance_name(output_dir), how=how, training=training, validation=validation,
                cross_validation=cross_validation)
 
 
