@@ -105,6 +105,18 @@ def test_spread_covers_labels_and_larvae_when_doubt_is_comparable():
         rank_segments(labels, probabilities, spread=0.0)
 
 
+def test_spread_depth_keeps_the_head_of_the_queue_and_sorts_the_rest():
+    from taggingbackends.review import _spread_queue
+
+    labels, probabilities = many_larvae()
+    full = rank_segments(labels, probabilities)
+    unspread = rank_segments(labels, probabilities, spread=1.0)
+    shallow = _spread_queue(unspread, SPREAD, depth=2)
+    assert shallow[:2] == full[:2]
+    assert sorted((s.larva, s.first) for s in shallow) == sorted((s.larva, s.first) for s in full)
+    assert [s.score for s in shallow] == sorted((s.score for s in shallow), reverse=True)
+
+
 def test_long_doubtful_segment_outranks_a_slightly_more_doubtful_flicker():
     labels = Labels(NAMES, metadata={"id": "20260101_000000"})
     t = np.round(np.arange(40) * 0.1, 3)

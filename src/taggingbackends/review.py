@@ -25,7 +25,9 @@ did not. So each segment gets:
    every segment of the same larva, already ahead of it in the queue. Without it the top of
    the queue clusters in one doubtful label or one badly tracked larva; with it the first
    corrections cover several labels and larvae (a tagger is scored, and fine-tuned, over
-   every class).
+   every class). The first :data:`SPREAD_DEPTH` (1000) places are built this way; the rest
+   follow by value with the multipliers reached by then (far beyond what a person reviews,
+   and it keeps a file of 50,000 segments to about a second).
 
 The segment's ``score`` is its value when it was queued: ``doubt × length × spread``. Scores
 are non-increasing along the queue (and comparable across files of one recording setup).
@@ -47,7 +49,6 @@ Segments whose steps all carry ``edited`` are already reviewed and are left out.
 
 from __future__ import annotations
 
-import heapq
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,6 +67,8 @@ NO_PROBABILITY_WEIGHTS = {"uncertainty": 0.0, "margin": 0.0, "disagreement": 0.6
 #: Factor on a segment's value per segment of the same label, and per segment of the same
 #: larva, already queued ahead of it (1: no spreading, pure doubt × length order).
 SPREAD = 0.8
+#: Queue places built greedily with the spread; the rest follow by value (see _spread_queue).
+SPREAD_DEPTH = 1000
 
 
 @dataclass(frozen=True)
@@ -250,33 +253,47 @@ def rank_segments(labels: Labels, probabilities: Probabilities | None = None, *,
     return _spread_queue(candidates, spread)
 
 
-def _spread_queue(candidates: Sequence[ReviewSegment], spread: float) -> list[ReviewSegment]:
+def _spread_queue(candidates: Sequence[ReviewSegment], spread: float,
+                  depth: int = SPREAD_DEPTH) -> list[ReviewSegment]:
     """Greedy queue: repeatedly the candidate of highest ``score × spread^(same label queued)
     × spread^(same larva queued)`` (ties: larva, then time), its ``score`` set to that value.
 
-    Values only ever decrease, so a lazy heap is exact: a popped entry whose counts are out
-    of date is re-valued and pushed back; one that is up to date is the best of all."""
-    by_label: dict[str | None, int] = {}
-    by_larva: dict[int, int] = {}
-
-    def entry(i: int) -> tuple:
-        s = candidates[i]
-        nl, nv = by_label.get(s.label, 0), by_larva.get(s.larva, 0)
-        return (-s.score * spread ** nl * spread ** nv, s.larva, s.start, i, nl, nv)
-
-    heap = [entry(i) for i in range(len(candidates))]
-    heapq.heapify(heap)
+    Segments sharing a label and a larva share their multiplier, so only the best remaining
+    one of each (label, larva) group can be next: each pick compares the group heads (one
+    vectorised pass). After ``depth`` picks the rest follow by their value with the
+    multipliers reached by then (one sort): the spread matters where a person starts, and a
+    file of tens of thousands of segments would otherwise cost seconds per thousand picks.
+    Either way scores never increase along the queue."""
+    key = lambda s: (-s.score, s.larva, s.start)  # noqa: E731
+    if spread == 1.0 or not candidates:
+        return sorted(candidates, key=key)
+    groups: dict[tuple, list[int]] = {}
+    for i in sorted(range(len(candidates)), key=lambda i: key(candidates[i])):
+        groups.setdefault((candidates[i].label, candidates[i].larva), []).append(i)
+    members = list(groups.values())
+    label_code = {label: k for k, label in enumerate(dict.fromkeys(label for label, _ in groups))}
+    larva_code = {larva: k for k, larva in enumerate(dict.fromkeys(larva for _, larva in groups))}
+    group_label = np.array([label_code[label] for label, _ in groups], dtype=np.int64)
+    group_larva = np.array([larva_code[larva] for _, larva in groups], dtype=np.int64)
+    queued_label = np.zeros(len(label_code), dtype=np.int64)
+    queued_larva = np.zeros(len(larva_code), dtype=np.int64)
+    head = np.zeros(len(members), dtype=np.int64)          # next member of each group
+    head_score = np.array([candidates[m[0]].score for m in members], dtype=np.float64)
     queue: list[ReviewSegment] = []
-    while heap:
-        value, _, _, i, nl, nv = heapq.heappop(heap)
-        s = candidates[i]
-        if (nl, nv) != (by_label.get(s.label, 0), by_larva.get(s.larva, 0)):
-            heapq.heappush(heap, entry(i))
-            continue
-        queue.append(replace(s, score=float(-value)))
-        by_label[s.label] = nl + 1
-        by_larva[s.larva] = nv + 1
-    return queue
+    while len(queue) < min(depth, len(candidates)):
+        value = head_score * spread ** queued_label[group_label] * spread ** queued_larva[group_larva]
+        value[np.isinf(head_score)] = -np.inf               # exhausted groups (0 × -inf would be NaN)
+        best = np.flatnonzero(value == value.max())
+        g = int(min(best, key=lambda k: key(candidates[members[k][head[k]]])[1:]))
+        queue.append(replace(candidates[members[g][head[g]]], score=float(value[g])))
+        queued_label[group_label[g]] += 1
+        queued_larva[group_larva[g]] += 1
+        head[g] += 1
+        head_score[g] = candidates[members[g][head[g]]].score if head[g] < len(members[g]) else -np.inf
+    rest = [replace(candidates[i], score=float(candidates[i].score * spread ** queued_label[group_label[g]]
+                                               * spread ** queued_larva[group_larva[g]]))
+            for g, m in enumerate(members) for i in m[head[g]:]]
+    return queue + sorted(rest, key=key)
 
 
 def _step_doubts(t: np.ndarray, names: Sequence[str | None], larva: int,
