@@ -14,10 +14,12 @@ from larvae 1-30; the tagger is scored on larvae 31-60.
 
 Two users:
 
-* **ranked**: corrects the N top segments of the review ranking
-  (:func:`taggingbackends.review.rank_segments` when importable, else the same score
-  computed here: low probability of the segment's own label, small margin between
-  the two best classes, disagreement with the neighbouring steps, rare predicted class);
+* **ranked**: corrects the N top segments of the review queue
+  (:func:`taggingbackends.review.rank_segments`, as ``review`` and the web app build it:
+  doubt (low probability of the segment's own label, small margin between the two best
+  classes, disagreement with the neighbouring steps, rare predicted class) × log2(1 + steps),
+  spread over labels and larvae); ``--spread 1`` ranks without the spread and
+  ``--doubt-only`` by the doubt alone (the ranking before the length and spread, for comparison);
 * **random**: N segments drawn uniformly among all segments.
 
 Each (user, N, seed) is one fine-tune; the seed drives the random draw and the
@@ -43,9 +45,6 @@ from loop_common import EDITED, Evaluator, make_domain, temp_dir, write_labels  
 from maggotuba.default_model import DEFAULT_LABELS  # noqa: E402
 from taggingbackends.data.labels import Labels, TrackLabels  # noqa: E402
 
-#: Mirrors taggingbackends.review.WEIGHTS (used only when that module is not importable).
-FALLBACK_WEIGHTS = {"uncertainty": 0.35, "margin": 0.25, "disagreement": 0.25, "rarity": 0.15}
-
 
 # --------------------------------------------------------------- segments
 def predicted_labels(domain, rows: np.ndarray, classes: np.ndarray) -> Labels:
@@ -60,14 +59,17 @@ def predicted_labels(domain, rows: np.ndarray, classes: np.ndarray) -> Labels:
     return labels
 
 
-def segments_ranked(labels: Labels, larva_id: np.ndarray, t: np.ndarray, probabilities: np.ndarray):
+def segments_ranked(labels: Labels, larva_id: np.ndarray, t: np.ndarray, probabilities: np.ndarray,
+                    spread: float | None = None, doubt_only: bool = False) -> tuple[list, str]:
     """[(larva, first, last)] most useful to correct first, and which ranking was used."""
-    try:
-        from taggingbackends.review import Probabilities, rank_segments
-    except ImportError:
-        return _fallback_rank(labels, larva_id, t, probabilities), "fallback (same score as review)"
-    ranked = rank_segments(labels, Probabilities(list(DEFAULT_LABELS), larva_id, t, probabilities))
-    return [(s.larva, s.first, s.last) for s in ranked], "taggingbackends.review.rank_segments"
+    from taggingbackends.review import SPREAD, Probabilities, rank_segments
+
+    spread = SPREAD if spread is None else spread
+    ranked = rank_segments(labels, Probabilities(list(DEFAULT_LABELS), larva_id, t, probabilities), spread=spread)
+    if doubt_only:
+        ranked = sorted(ranked, key=lambda s: (-s.parts["doubt"], s.larva, s.start))
+        return [(s.larva, s.first, s.last) for s in ranked], "review doubt alone (no length, no spread)"
+    return [(s.larva, s.first, s.last) for s in ranked], f"taggingbackends.review.rank_segments (spread {spread})"
 
 
 def all_segments(labels: Labels) -> list[tuple[int, int, int]]:
@@ -81,32 +83,6 @@ def all_segments(labels: Labels) -> list[tuple[int, int, int]]:
                 out.append((larva, start, i - 1))
                 start = i
     return out
-
-
-def _fallback_rank(labels: Labels, larva_id, t, probabilities) -> list[tuple[int, int, int]]:
-    counts: dict[str, int] = {}
-    for track in labels.tracks.values():
-        for name in track.labels:
-            counts[name] = counts.get(name, 0) + 1
-    most = max(counts.values())
-    scored = []
-    for larva, first, last in all_segments(labels):
-        track = labels.tracks[larva]
-        names = np.array(track.labels)
-        rows = np.flatnonzero(larva_id == larva)[first:last + 1]
-        p = probabilities[rows]
-        own = p[:, DEFAULT_LABELS.index(names[first])]
-        top2 = np.sort(p, axis=1)[:, -2:]
-        differ = []
-        for i in range(first, last + 1):
-            around = [j for j in range(i - 2, i + 3) if j != i and 0 <= j < len(names)]
-            differ.append(np.mean([names[j] != names[i] for j in around]) if around else 0.0)
-        parts = {"uncertainty": 1 - own.mean(), "margin": 1 - (top2[:, 1] - top2[:, 0]).mean(),
-                 "disagreement": float(np.mean(differ)), "rarity": 1 - counts[names[first]] / most}
-        scored.append((-sum(FALLBACK_WEIGHTS[k] * v for k, v in parts.items()), larva, float(track.t[first]),
-                       (larva, first, last)))
-    scored.sort(key=lambda s: s[:3])
-    return [s[3] for s in scored]
 
 
 # ------------------------------------------------------------- the user
@@ -173,6 +149,8 @@ def main(argv=None) -> None:
     parser.add_argument("--recording-seed", type=int, default=7000)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--anchor", type=float, default=None, help="FastSettings.anchor (default: its default)")
+    parser.add_argument("--spread", type=float, default=None, help="rank_segments' spread (default: review.SPREAD)")
+    parser.add_argument("--doubt-only", action="store_true", help="rank by the doubt alone (the former ranking)")
     args = parser.parse_args(argv)
     settings = {} if args.anchor is None else {"anchor": args.anchor}
     from maggotuba.backend import resolve_model
@@ -190,7 +168,8 @@ def main(argv=None) -> None:
     predicted = probabilities.argmax(axis=1)
     labels = predicted_labels(domain, pool_rows, predicted)
     larva_id = domain.run.larva_ids[domain.run.track_index[pool_rows]]
-    ranked, how = segments_ranked(labels, larva_id, domain.run.t[pool_rows], probabilities)
+    ranked, how = segments_ranked(labels, larva_id, domain.run.t[pool_rows], probabilities, args.spread,
+                                  args.doubt_only)
     everything = all_segments(labels)
     baseline = evaluate(base.model)
     print(f"held-out recording: pool larvae 1-30 ({len(pool_rows)} steps, {len(everything)} predicted "

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from taggingbackends.data.labels import Labels
-from taggingbackends.review import (NO_PROBABILITY_WEIGHTS, Probabilities, mark_review, neighbour_disagreement,
-                                    rank_segments)
+from taggingbackends.review import (NO_PROBABILITY_WEIGHTS, SPREAD, WEIGHTS, Probabilities, mark_review,
+                                    neighbour_disagreement, rank_segments)
 
 NAMES = ["run", "cast", "stop"]
 
@@ -37,28 +37,111 @@ def hand_built():
 def test_ranking_known_answer():
     labels, probabilities = hand_built()
     segments = rank_segments(labels, probabilities)
-    # the near tie first, then larva 2's doubtful run, then the sure runs (the shorter one,
-    # with more of its steps next to the cast, before the longer one)
+    # the near tie first, then larva 2's long doubtful run, then the sure runs (the longer
+    # one first: same doubt-ish, more steps)
     assert [(s.larva, s.label, s.first, s.last) for s in segments] == [
-        (1, "cast", 10, 11), (2, "run", 0, 19), (1, "run", 12, 19), (1, "run", 0, 9)]
+        (1, "cast", 10, 11), (2, "run", 0, 19), (1, "run", 0, 9), (1, "run", 12, 19)]
     cast = segments[0]
     assert cast.parts["uncertainty"] == pytest.approx(0.5)
     assert cast.parts["margin"] == pytest.approx(0.95)
     assert cast.parts["rarity"] == pytest.approx(1 - 2 / 38)
-    # larva 2's doubtful stretch outranks larva 1's sure run once disagreement is switched off
+    assert cast.parts["length"] == pytest.approx(np.log2(3))
+    doubt = sum(WEIGHTS[k] * cast.parts[k] for k in WEIGHTS)
+    assert cast.parts["doubt"] == pytest.approx(doubt)
+    assert cast.score == pytest.approx(doubt * np.log2(3))          # first queued: nothing to spread from
+    # larva 2's run: another label, another larva than the cast ahead of it, so no spread
+    assert segments[1].score == pytest.approx(segments[1].parts["doubt"] * np.log2(21))
+    # larva 1's first run: a run (larva 2's) and a larva-1 segment (the cast) are ahead of it
+    third = segments[2]
+    assert third.score == pytest.approx(third.parts["doubt"] * np.log2(11) * SPREAD * SPREAD)
+    assert [s.score for s in segments] == sorted((s.score for s in segments), reverse=True)
+    # larva 2's doubtful stretch outranks larva 1's sure runs once disagreement is switched off
     only_probabilities = rank_segments(labels, probabilities, weights={"uncertainty": 1.0, "margin": 1.0})
-    assert [(s.larva, s.first) for s in only_probabilities][:2] == [(1, 10), (2, 0)]
-    assert only_probabilities[-1].score < only_probabilities[1].score
+    assert {(s.larva, s.first) for s in only_probabilities[:2]} == {(1, 10), (2, 0)}
+    assert only_probabilities[-1].parts["doubt"] < only_probabilities[1].parts["doubt"]
+
+
+def many_larvae(n_larvae=6):
+    """Larvae of 30 steps at 10 Hz: run, then one 4-step segment of ``stop`` (larvae 1-3) or
+    ``cast`` (larvae 4-6), then run. Larva 1 also has a second, 4-step stop. Every stop is a
+    little more doubtful (own probability 0.50) than every cast (0.52)."""
+    labels = Labels(NAMES, metadata={"id": "20260101_000000"})
+    t = np.round(np.arange(30) * 0.1, 3)
+    rows, ids = [], []
+    for larva in range(1, n_larvae + 1):
+        other = "stop" if larva <= n_larvae // 2 else "cast"
+        names = ["run"] * 30
+        names[10:14] = [other] * 4
+        if larva == 1:
+            names[20:24] = [other] * 4
+        labels.set_track(larva, t, names)
+        p = np.tile(np.float32([0.96, 0.02, 0.02]), (30, 1))
+        column = NAMES.index(other)
+        own = 0.50 if other == "stop" else 0.52
+        for i, name in enumerate(names):
+            if name == other:
+                p[i] = (1 - own) / 2
+                p[i, column] = own
+        rows.append(p)
+        ids.append(np.full(30, larva))
+    probabilities = Probabilities(NAMES, np.concatenate(ids), np.tile(t, n_larvae), np.concatenate(rows))
+    return labels, probabilities
+
+
+def test_spread_covers_labels_and_larvae_when_doubt_is_comparable():
+    labels, probabilities = many_larvae()
+    pure = rank_segments(labels, probabilities, spread=1.0)
+    # by doubt alone the four stops (larva 1 twice) come first, every cast after them
+    assert [s.label for s in pure[:4]] == ["stop"] * 4
+    assert [s.larva for s in pure[:4]].count(1) == 2
+    spread = rank_segments(labels, probabilities)
+    top = spread[:4]
+    assert {s.label for s in top} == {"stop", "cast"}        # both doubtful labels early
+    assert len({s.larva for s in top}) == 4                 # four larvae, not larva 1 twice
+    # the same segments, only reordered; scores still non-increasing
+    assert sorted((s.larva, s.first) for s in spread) == sorted((s.larva, s.first) for s in pure)
+    assert [s.score for s in spread] == sorted((s.score for s in spread), reverse=True)
+    with pytest.raises(ValueError, match="spread"):
+        rank_segments(labels, probabilities, spread=0.0)
+
+
+def test_spread_depth_keeps_the_head_of_the_queue_and_sorts_the_rest():
+    from taggingbackends.review import _spread_queue
+
+    labels, probabilities = many_larvae()
+    full = rank_segments(labels, probabilities)
+    unspread = rank_segments(labels, probabilities, spread=1.0)
+    shallow = _spread_queue(unspread, SPREAD, depth=2)
+    assert shallow[:2] == full[:2]
+    assert sorted((s.larva, s.first) for s in shallow) == sorted((s.larva, s.first) for s in full)
+    assert [s.score for s in shallow] == sorted((s.score for s in shallow), reverse=True)
+
+
+def test_long_doubtful_segment_outranks_a_slightly_more_doubtful_flicker():
+    labels = Labels(NAMES, metadata={"id": "20260101_000000"})
+    t = np.round(np.arange(40) * 0.1, 3)
+    labels.set_track(1, t, ["run"] * 10 + ["cast"] + ["run"] * 29)            # a one-step flicker
+    labels.set_track(2, t, ["run"] * 10 + ["cast"] * 20 + ["run"] * 10)       # a long doubtful cast
+    p = np.tile(np.float32([0.95, 0.03, 0.02]), (80, 1))
+    p[10] = [0.40, 0.45, 0.15]                      # the flicker: own 0.45
+    p[40 + 10:40 + 30] = [0.35, 0.55, 0.10]         # the long cast: own 0.55
+    probabilities = Probabilities(NAMES, np.repeat([1, 2], 40), np.concatenate([t, t]), p)
+    segments = rank_segments(labels, probabilities)
+    flicker = next(s for s in segments if s.larva == 1 and s.label == "cast")
+    long = next(s for s in segments if s.larva == 2 and s.label == "cast")
+    assert flicker.parts["doubt"] > long.parts["doubt"]
+    assert segments[0] == long
 
 
 def test_ranking_without_probabilities_uses_disagreement_and_rarity():
     labels, _ = hand_built()
     segments = rank_segments(labels)
     assert segments[0].label == "cast" and segments[0].larva == 1
-    assert set(segments[0].parts) == {"disagreement", "rarity", "uncertainty", "margin"}
+    assert set(segments[0].parts) == {"disagreement", "rarity", "uncertainty", "margin", "doubt", "length"}
     assert segments[0].parts["uncertainty"] == 0
-    expected = sum(NO_PROBABILITY_WEIGHTS[k] * v for k, v in segments[0].parts.items())
-    assert segments[0].score == pytest.approx(expected)
+    expected = sum(NO_PROBABILITY_WEIGHTS[k] * segments[0].parts[k] for k in NO_PROBABILITY_WEIGHTS)
+    assert segments[0].parts["doubt"] == pytest.approx(expected)
+    assert segments[0].score == pytest.approx(expected * segments[0].parts["length"])
     assert segments[-1].larva == 2   # a steady run of the most common label: nothing to doubt
 
 
