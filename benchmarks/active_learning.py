@@ -123,8 +123,12 @@ def _true_bouts(truth: np.ndarray, larva_rows: np.ndarray, first: int, last: int
     return larva_rows[first:last + 1]
 
 
+#: The tagger the user starts from (``-m``; default: the shipped default).
+BASE_MODEL = ["default"]
+
+
 def finetune(label_file: Path, output: Path, seed: int, **settings) -> Path | None:
-    """Fast fine-tune of the shipped default on the corrected steps (None: too few to split)."""
+    """Fast fine-tune of the base tagger on the corrected steps (None: too few to split)."""
     from maggotuba.backend import TrainOptions, resolve_model, train_instance
     from maggotuba.finetune import FastSettings
     from taggingbackends.errors import TaggingError
@@ -134,7 +138,7 @@ def finetune(label_file: Path, output: Path, seed: int, **settings) -> Path | No
     fast = FastSettings(**{"budget_seconds": None, **settings})
     try:
         train_instance([label_file], output, TrainOptions(fast=fast, train_on="auto", seed=seed),
-                       start_from=resolve_model("default"))
+                       start_from=resolve_model(BASE_MODEL[0]))
     except TaggingError as err:
         print(f"    ({label_file.name}: {err}; the default is kept)", flush=True)
         return None
@@ -144,6 +148,7 @@ def finetune(label_file: Path, output: Path, seed: int, **settings) -> Path | No
 # ------------------------------------------------------------------ main
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-m", "--model", default="default", help="tagger the user starts from")
     parser.add_argument("--budgets", default="10,30,100", help="segments corrected (comma-separated)")
     parser.add_argument("--seeds", default="0,1,2", help="seeds (random draws and fine-tune batches)")
     parser.add_argument("--recording-seed", type=int, default=7000)
@@ -160,7 +165,8 @@ def main(argv=None) -> None:
     work = args.work or temp_dir("active-learning-")
     work.mkdir(parents=True, exist_ok=True)
     domain = make_domain(work / "recording", seed=args.recording_seed)
-    base = load_tagger(resolve_model("default"))
+    BASE_MODEL[0] = args.model
+    base = load_tagger(resolve_model(args.model))
     pool_rows = domain.rows(domain.larvae[:30])
     evaluate = Evaluator(domain, domain.rows(domain.larvae[30:]), base.spec)
     pool = Evaluator(domain, pool_rows, base.spec)
