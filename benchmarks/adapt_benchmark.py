@@ -42,7 +42,7 @@ from taggingbackends.data.labels import Labels
 from taggingbackends.simulate import BEHAVIOURS
 
 from domain_gap import _default_data  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from heldout_domain import BIOLOGICAL_RANGES, behaviour_name, generate, paired_labels  # noqa: E402
+from heldout_domain import BIOLOGICAL_RANGES, behaviour_name, generate, paired_labels, real_mix  # noqa: E402
 
 
 def cli(*args: str) -> str:
@@ -93,26 +93,6 @@ def f1_columns(results: dict[str, tuple[list, list]]) -> tuple[str, dict]:
     lines.append(f"{'macro-F1':14s} {'':6s} " + " ".join(f"{macro[n]:{width}.3f}" for n in names))
     lines.append(f"({len(first_true)} steps, {len(classes)} classes)")
     return "\n".join(lines), macro
-
-
-def real_mix(model: str, data: Path, out: Path) -> dict[str, float]:
-    """Share of steps per behaviour ``model`` predicts on the real tracks (every CSV file)."""
-    out.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, int] = {}
-    for path in sorted(data.glob("*.csv")):
-        try:
-            cli("predict", str(path), "-m", model, "-o", str(out / "{stem}.label"), "--overwrite")
-        except RuntimeError as err:
-            print(f"  note: skipped {path.name}: {str(err).strip().splitlines()[-1]}")
-            continue
-        labels = Labels.load(out / f"{path.stem}.label", verify=False)
-        for larva in labels:
-            for entry in labels[larva].labels:
-                name = behaviour_name(entry)
-                if name is not None:
-                    counts[name] = counts.get(name, 0) + 1
-    total = max(sum(counts.values()), 1)
-    return {b: counts.get(b, 0) / total for b in BEHAVIOURS}
 
 
 def mix_table(mixes: dict[str, dict[str, float]]) -> str:

@@ -171,10 +171,10 @@ def f1_table(y_true: list[str], y_pred: list[str]) -> tuple[str, float]:
     return "\n".join(lines), macro
 
 
-def real_mix(model: str, data: Path, work: Path) -> dict[str, float]:
-    """Share of steps per behaviour the model predicts on every readable real file."""
+def real_mix(model: str, data: Path, out: Path) -> dict[str, float]:
+    """Share of steps per behaviour the model predicts on every readable real file
+    (labels written in ``out``)."""
     counts: dict[str, int] = {}
-    out = work / "real"
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(data.glob("*.csv")):
         try:
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
             print(uncertainty_report(logits, classes, flagged))
             print(calibration_report(logits, classes, keys))
         if not args.skip_real:
-            mix = real_mix(args.model, args.data.resolve(), work)
+            mix = real_mix(args.model, args.data.resolve(), work / "real")
             print(f"\nmodel {args.model!r} on the real tracks in {args.data.resolve()} (share of steps):")
             print(f"{'class':14s} {'share':>7s}  free-exploration range")
             for b in BEHAVIOURS:
