@@ -121,7 +121,14 @@ def render(directory: Path, *, name: str, how: str, training: Mapping | None, va
              f"- post-processing: {', '.join(config.get('post_processing') or []) or 'none'}",
              f"- pretrained encoder: `{config.get('pretrained_model', '?')}`",
              f"- balancing: `{config.get('balancing', '?')}`; iterations (frozen encoder, fine-tuning): "
-             f"{config.get('iterations', '?')}; seed {config.get('seed', '?')}", ""]
+             f"{config.get('iterations', '?')}; seed {config.get('seed', '?')}"]
+    calibration = config.get("calibration")
+    if isinstance(calibration, dict) and "temperature" in calibration:
+        lines.append(f"- calibration: temperature {calibration['temperature']} (ECE "
+                     f"{calibration.get('ece_before', '?')} → {calibration.get('ece_after', '?')} on held-out larvae"
+                     f"{'; ' + calibration['fitted_on'] if calibration.get('fitted_on') else ''}); "
+                     "predict divides the logits by it")
+    lines.append("")
     if training:
         lines += ["## Training data", "",
                   f"- {len(training['files'])} file(s), {training['larvae']} larvae", ""]
