@@ -110,8 +110,13 @@ def test_adapt_writes_an_instance_that_predict_uses(recordings, tmp_path, monkey
     assert not list(instance.glob("*.pt")) and not list(instance.glob("*.pkl"))
     assert not [p for p in (tmp_path / "models").iterdir() if p.name.startswith(".")]
 
-    # predict -m mylab: the stored base rates are its priors; --priors still overrides
-    code, _, err = run(["-q", "predict", str(recordings[0]), "-m", "mylab", "-o", str(tmp_path / "a.label")], capsys)
+    # predict -m mylab: natural priors by default (the estimate measured worse, docs/maggotuba.md);
+    # --priors adapted uses the stored estimate, and --priors none still works
+    code, _, err = run(["-q", "predict", str(recordings[0]), "-m", "mylab", "-o", str(tmp_path / "n.label")], capsys)
+    assert code == 0, err
+    assert Labels.load(tmp_path / "n.label", verify=False).metadata["provenance"]["priors"]["priors"] == "natural"
+    code, _, err = run(["-q", "predict", str(recordings[0]), "-m", "mylab", "-o", str(tmp_path / "a.label"),
+                        "--priors", "adapted"], capsys)
     assert code == 0, err
     record = Labels.load(tmp_path / "a.label", verify=False).metadata["provenance"]["priors"]
     assert record["priors"] == "adapted"

@@ -11,8 +11,9 @@ still be learnt from the user's tracking files:
    rule, :class:`maggotuba.predict.PriorShift`) until it settles. Each class keeps at
    least ``prior_floor`` so that none vanishes (a vanished class can never come back:
    its corrected posterior is 0 everywhere). The estimate is stored in the new
-   instance (``adapted_priors`` in ``clf_config.json``) and ``predict -m NEW`` uses it
-   as its target priors by default (``--priors`` still overrides).
+   instance (``adapted_priors`` in ``clf_config.json``); ``predict -m NEW --priors adapted``
+   uses it (``predict``'s default stays ``natural``: the estimate measured worse, since it
+   inherits the tagger's off-domain errors; docs/maggotuba.md).
 2. **Self-training of the classifier head** (optional, ``self_train``): pseudo-labels are
    the prior-corrected argmax on fully tracked steps whose corrected top probability is
    at least ``confidence``; each class keeps at most ``per_class_cap`` of them (drawn at

@@ -163,7 +163,7 @@ def resolve_priors(choice: str | None, saved) -> PriorShift:
     back to ``none`` and says why in the provenance."""
     labels = tuple(saved.config.labels)
     explicit = choice is not None
-    choice = default_priors(saved) if choice is None else choice
+    choice = DEFAULT_PRIORS if choice is None else choice
     if choice == "none":
         return PriorShift("none", labels)
     try:
@@ -184,12 +184,6 @@ def resolve_priors(choice: str | None, saved) -> PriorShift:
 
 
 ADAPTED_PRIORS = "adapted"
-
-
-def default_priors(saved) -> str:
-    """The priors ``predict`` uses without ``--priors``: the base rates ``tagging-backend adapt``
-    estimated for this instance's recordings when it stores them, else :data:`DEFAULT_PRIORS`."""
-    return ADAPTED_PRIORS if (getattr(saved, "metadata", None) or {}).get("adapted_priors") else DEFAULT_PRIORS
 
 
 def _adapted_priors(saved, labels: Sequence[str]) -> np.ndarray:

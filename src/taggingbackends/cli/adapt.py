@@ -44,8 +44,8 @@ def adapt(
     """Adapt a tagger to your own recordings without labels; saves a NEW model instance.
 
     Estimates the behaviours' base rates in your files (EM on the tagger's probabilities) and
-    retrains the classifier head on its confident predictions; `predict -m NEW` then uses
-    the estimated base rates as its priors. Experimental: on the benchmarks of
+    retrains the classifier head on its confident predictions; `predict -m NEW --priors adapted`
+    uses the estimated base rates as priors (the default stays natural). Experimental: on the benchmarks of
     docs/maggotuba.md it did not beat the source tagger; check its output before relying
     on it (fine-tuning on a few corrections is the measured way to adapt). Example:
     tagging-backend adapt dish01/ -m default -O mylab && tagging-backend predict dish01/ -m mylab

@@ -36,7 +36,8 @@ def predict(
     batch_size: int = typer.Option(2048, "--batch-size", min=1, help="Windows per batch."),
     priors: Optional[str] = typer.Option(None, "--priors",
                                          help="Class base rates to re-weight probabilities to (Bayes' rule): "
-                                              "natural, uniform, none or a JSON file {label: frequency} "
+                                              "natural, uniform, none, adapted (the estimate stored by `adapt`) or a "
+                                              "JSON file {label: frequency} "
                                               "(default: the backend's; see docs/evaluation.md)."),
     uncertain_below: float = typer.Option(0.5, "--uncertain-below", min=0.0, max=1.0,
                                           help="Flag steps as uncertain in the probabilities sidecar when their "
