@@ -86,6 +86,11 @@ def test_fast_finetune_cli_end_to_end_then_predict(data, tmp_path):
     assert predicted.returncode == 0, predicted.stderr
     labels = Labels.load(tmp_path / "p.label")
     assert labels.names[:len(DEFAULT_LABELS)] == DEFAULT_LABELS and labels.n_steps > 500
+    # its temperature, fitted on its validation larvae, is what predict applied
+    calibration = config["calibration"]
+    assert 0.05 < calibration["temperature"] < 50 and calibration["n_fit_steps"] >= 200
+    assert calibration["ece_after"] <= calibration["ece_before"] + 0.02   # NLL-fitted: ECE may move a little
+    assert labels.metadata["provenance"]["calibration"]["temperature"] == calibration["temperature"]
 
 
 def test_explicit_iterations_run_todays_training_exactly(data, tmp_path):

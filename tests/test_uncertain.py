@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import h5py
@@ -95,3 +96,15 @@ def test_predict_writes_the_flag_and_the_temperature(tmp_path):
     provenance = Labels.load(tmp_path / "calibrated.label").metadata["provenance"]
     assert provenance["calibration"]["temperature"] == 2.0
     assert provenance["calibration"]["uncertain_share"] == pytest.approx(flag.mean(), abs=1e-3)
+
+
+def test_predict_says_the_share_of_uncertain_steps(tmp_path, capsys):
+    from taggingbackends.cli import main
+
+    write_simulation(simulate(SimulationConfig(n_larvae=2, duration=15.0, seed=6)), tmp_path, "trxmat")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(tmp_path / "trx.mat"), "--uncertain-below", "1.0"])
+    assert exit_info.value.code in (0, None)
+    said = capsys.readouterr()
+    found = re.search(r"(\d+\.\d) % of steps uncertain", " ".join((said.out + said.err).split()))
+    assert found and float(found.group(1)) > 90.0      # nearly every step is below probability 1

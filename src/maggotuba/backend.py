@@ -303,6 +303,8 @@ def train_instance(sources: Sequence[Path], output_dir: Path, options: TrainOpti
                                        settings=fast, device=options.device, progress=progress)
         extra["finetune"] = {"mode": "fast", "settings": log["settings"], "best": log["best"],
                              "seconds": round(log["seconds"], 2)}
+        if "calibration" in log:
+            extra["calibration"] = log["calibration"]
         save_tagger(model.cpu(), config, model_config, spec, output_dir, log, extra=extra)
     else:
         save_tagger(model.cpu(), config, model_config, spec, output_dir, log, extra=extra)

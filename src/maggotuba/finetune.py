@@ -281,5 +281,34 @@ def fast_train_tagger(
                                   device, deadline, progress)
         log["timings"]["joint"] = time.perf_counter() - tick
     model.load_state_dict(best_state)
+    calibration = validation_temperature(model, validation.windows[validation_rows],
+                                         validation.labels[validation_rows])
+    if calibration is not None:
+        log["calibration"] = calibration
     log["seconds"] = time.perf_counter() - started
     return model.eval(), log
+
+
+#: Fewest validation windows (and classes) a temperature is fitted on.
+MIN_CALIBRATION_WINDOWS = 200
+
+
+def validation_temperature(model: Tagger, windows: np.ndarray, labels: np.ndarray) -> dict | None:
+    """The temperature of the fine-tuned tagger fitted on its validation larvae
+    (:mod:`maggotuba.calibration`), stored with the instance so that ``predict`` gives it
+    calibrated probabilities and a meaningful ``uncertain`` flag; None when too few windows
+    or classes. The same larvae chose the best iteration, so the ECE after is optimistic."""
+    from .calibration import expected_calibration_error, fit_temperature, apply_temperature
+
+    labels = np.asarray(labels)
+    if len(labels) < MIN_CALIBRATION_WINDOWS or len(np.unique(labels)) < 2:
+        return None
+    latents = torch.from_numpy(embed(model.encoder, windows)).to(next(model.parameters()).device)
+    with torch.inference_mode():
+        logits = model.classifier(latents.float()).double().cpu().numpy()
+    temperature = fit_temperature(logits, labels)
+    return {"temperature": round(temperature, 4),
+            "ece_before": round(expected_calibration_error(apply_temperature(logits, 1.0), labels), 4),
+            "ece_after": round(expected_calibration_error(apply_temperature(logits, temperature), labels), 4),
+            "n_fit_steps": int(len(labels)),
+            "fitted_on": "the fine-tune's validation larvae (which also chose the best iteration)"}

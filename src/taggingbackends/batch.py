@@ -322,6 +322,8 @@ def _predict(spec: TaggingSpec, job: Job, run: Any = None) -> dict:
               "steps": int(result.get("steps", 0))}
     if result.get("sidecar"):
         fields["sidecar"] = str(result["sidecar"])
+    if isinstance(result.get("uncertain_share"), (int, float)):  # steps flagged uncertain in the sidecar
+        fields["uncertain_share"] = float(result["uncertain_share"])
     if isinstance(result.get("summary"), dict):  # a backend's own per-file summary, if small
         fields["summary"] = result["summary"]
     elif isinstance(result.get("summary"), str):  # what was read and masked, in one line

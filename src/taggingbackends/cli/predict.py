@@ -178,7 +178,9 @@ def _say_record(record: dict) -> None:
         note = f"; {record['reason']}" if record.get("reason") else ""
         what = record.get("read") or f"{larva_count(record['larvae'])}, {record['steps']} steps"
         say(f"{record['input']} → {record['output']} ({what}"
-            + (f"; probabilities in {Path(sidecar).name}" if sidecar else "") + note + ")")
+            + (f"; probabilities in {Path(sidecar).name}" if sidecar else "")
+            + (f", {100 * record['uncertain_share']:.1f} % of steps uncertain"
+               if isinstance(record.get("uncertain_share"), (int, float)) else "") + note + ")")
     elif record["status"] == "skipped":
         say(f"{record['input']}: skipped, {record['output']} is {record['reason']}")
     else:
