@@ -107,10 +107,16 @@ def predicted_run(folder: Path, n_larvae: int = 4, duration: float = 20.0, seed:
         probabilities.append(rng.dirichlet(np.ones(7), size=len(track)).astype(np.float32))
     path = folder / "predicted.label"
     predicted.dump(path)
-    with h5py.File(sidecar_path(path), "w") as f:
-        f["larva_id"] = np.concatenate(ids).astype(np.int32)
+    write_sidecar(path, ids, times, probabilities, TAGGER_LABELS, truth.run_id)
+    return path
+
+
+def write_sidecar(label_path: Path, larva_ids: list, times: list, probabilities: list,
+                  labels: list, run_id: str) -> None:
+    """A minimal probabilities sidecar beside ``label_path`` (per-larva arrays concatenated)."""
+    with h5py.File(sidecar_path(label_path), "w") as f:
+        f["larva_id"] = np.concatenate(larva_ids).astype(np.int32)
         f["t"] = np.concatenate(times)
         f["probabilities"] = np.concatenate(probabilities)
-        f.attrs["labels"] = TAGGER_LABELS
-        f.attrs["run_id"] = truth.run_id
-    return path
+        f.attrs["labels"] = labels
+        f.attrs["run_id"] = run_id

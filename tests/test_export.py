@@ -13,7 +13,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from report_fixtures import cli
+from report_fixtures import cli, write_sidecar
 from taggingbackends.cli import write_simulation
 from taggingbackends.data.bouts import label_bouts
 from taggingbackends.data.labels import Labels, TrackLabels
@@ -48,12 +48,7 @@ def demo(tmp_path_factory) -> Path:
         times.append(track.t)
         probabilities.append(p)
     predicted.dump(folder / "predicted.label")
-    with h5py.File(sidecar_path(folder / "predicted.label"), "w") as f:
-        f["larva_id"] = np.concatenate(larva_ids).astype(np.int32)
-        f["t"] = np.concatenate(times)
-        f["probabilities"] = np.concatenate(probabilities)
-        f.attrs["labels"] = PREDICTED_NAMES
-        f.attrs["run_id"] = truth.run_id
+    write_sidecar(folder / "predicted.label", larva_ids, times, probabilities, PREDICTED_NAMES, truth.run_id)
     return folder
 
 

@@ -43,7 +43,7 @@ def _copy_with_temperature(tmp_path, temperature):
     return model
 
 
-def test_stored_temperature_reads_only_valid_values(saved):
+def test_stored_temperature_reads_only_valid_values():
     class Fake:
         metadata = {}
     fake = Fake()

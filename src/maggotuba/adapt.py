@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from taggingbackends.errors import TaggingError
+from taggingbackends.fileio import sha1sum
 
 from .features import FULL, device_windows, prepare
 from .models.tagger import SavedTagger
@@ -260,16 +261,6 @@ def self_train_head(saved: SavedTagger, steps: EmbeddedSteps, labels: PseudoLabe
 
 
 # --------------------------------------------------------------------- whole
-def _sha1(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_inputs(sources: Sequence[Path], reader: dict | None) -> list:
     """Every input read; a file that cannot be read is an error naming it."""
     from taggingbackends.errors import FormatError
@@ -373,7 +364,7 @@ def adapt_instance(sources: Sequence[Path], output_dir: Path, settings: AdaptSet
     runs = read_inputs(sources, reader)
     record = adapt_tagger(saved, runs, settings, device=device, progress=progress)
     labels = list(saved.config.labels)
-    files = [{"path": str(p), "sha1": _sha1(Path(p)), "larvae": r.n_tracks, "steps": r.n_steps}
+    files = [{"path": str(p), "sha1": sha1sum(p) if Path(p).is_file() else None, "larvae": r.n_tracks, "steps": r.n_steps}
              for p, r in zip(sources, runs)]
     adaptation = {"method": "EM label-shift priors (Saerens et al. 2002)"
                             + (" + self-trained head" if "agreement_macro_f1" in record.get("self_training", {})

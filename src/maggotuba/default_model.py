@@ -198,14 +198,10 @@ def read_real_runs(directory: Path | None):
     return [load(directory, format="schleyer")]
 
 
-def _every(n: int, stage: str, started: float):
-    """A progress callback printing one line every ``n`` iterations (the build log)."""
-    def report(*args) -> None:
-        iteration = args[1] if isinstance(args[0], str) else args[0]
-        if iteration % n == 0:
-            phase = f" ({args[0]})" if isinstance(args[0], str) else ""
-            print(f"{stage}{phase}: iteration {iteration}, {time.perf_counter() - started:.0f} s", flush=True)
-    return report
+def _log_every(n: int, stage: str, iteration: int, started: float) -> None:
+    """One build-log line every ``n`` iterations of ``stage``."""
+    if iteration % n == 0:
+        print(f"{stage}: iteration {iteration}, {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def main(argv=None) -> None:
@@ -266,7 +262,7 @@ def main(argv=None) -> None:
     log = pretrain(train, validation, model_config, spec, pretrained_dir,
                    PretrainConfig(iterations=args.pretrain_iterations, seed=100,
                                   learning_rate=args.pretrain_learning_rate),
-                   device=args.device, initial_state=initial, progress=_every(100, "pretraining", started))
+                   device=args.device, initial_state=initial, progress=lambda i, *_: _log_every(100, "pretraining", i, started))
     print(f"pretraining: best validation MSE {log['best_validation_loss']:.5f} at iteration "
           f"{log['best_iteration']} ({time.perf_counter() - started:.0f} s so far)", flush=True)
 
@@ -289,7 +285,7 @@ def main(argv=None) -> None:
                           class_weights=[round(float(w), 6) for w in weights])
     model, tagger_log = train_tagger(train_data, validation_data, autoencoder.encoder.state_dict(),
                                      encoder_config, tagger_spec, config, weights, device=args.device,
-                                     progress=_every(250, "tagger", started))
+                                     progress=lambda phase, i, _: _log_every(250, f"tagger ({phase})", i, started))
     model_dir = args.output / "models" / "default"
     save_tagger(model.cpu(), config, encoder_config, tagger_spec, model_dir, tagger_log,
                 extra={"training_data": {"windows": len(train_data), "class_counts": counts.tolist(),

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from taggingbackends.errors import FormatError
+
 from .models.bagging import KIND as BAGGING_KIND
 from .models.bagging import load_bagging
 from .models.randomforest import KIND as RANDOM_FOREST_KIND
@@ -37,8 +39,6 @@ LOADERS = {
 def load_tagger(directory: str | Path, device: str = "cpu") -> SavedTagger:
     """Load the model instance in ``directory`` (any kind in :data:`LOADERS`);
     FormatError naming the file if it is broken or of an unknown kind."""
-    from taggingbackends.errors import FormatError
-
     directory = Path(directory)
     kind = model_kind(directory)
     if kind is not None and kind not in LOADERS:
